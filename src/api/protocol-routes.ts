@@ -1,0 +1,67 @@
+import type { FastifyInstance } from 'fastify'
+import { z } from 'zod'
+import type { ProjectStore } from '../projects/store.js'
+import type { ExperimentManager } from '../runner/experiment-manager.js'
+import { BadRequestError, NoCapacityError } from '../runner/errors.js'
+import type { Scheduler } from '../scheduler/scheduler.js'
+import { isObjectId, isProjectId } from '../util/ids.js'
+
+export interface ProtocolDeps {
+  projects: ProjectStore
+  scheduler: Scheduler
+  experiments: ExperimentManager
+  machineUrl: string
+  machineId: () => string | undefined
+  hostname: string
+}
+
+const ProjectParams = z.object({ projectId: z.string() })
+const ExperimentParams = z.object({ id: z.string() })
+const TemplateBody = z.object({ project_id: z.string({ error: 'project_id is required' }) }, { error: 'body must be {"project_id": "<id>"}' })
+
+function projectIdFrom(params: unknown): string {
+  const { projectId } = ProjectParams.parse(params)
+  if (!isProjectId(projectId)) throw new BadRequestError('project id must be letters, digits, "_" or "-"')
+  return projectId
+}
+
+/** The calls FGLab and its pages make to a machine (PROTOCOL.md). Thin: validate, call the domain, answer. */
+export function protocolRoutes(app: FastifyInstance, deps: ProtocolDeps): void {
+  app.get('/projects/:projectId/capacity', async (req) => {
+    const project = deps.projects.get(projectIdFrom(req.params))
+    const capacity = project ? deps.scheduler.capacity(project) : 0
+    if (capacity <= 0) throw new NoCapacityError()
+    return { capacity, address: deps.machineUrl, _id: deps.machineId() }
+  })
+
+  app.post('/projects/:projectId', async (req) => {
+    const projectId = projectIdFrom(req.params)
+    const body = req.body
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new BadRequestError('body must be a JSON object of options with _id')
+    deps.experiments.start(projectId, body as Record<string, unknown>, deps.projects.get(projectId))
+    return body
+  })
+
+  app.put('/projects', async (req) => {
+    const r = TemplateBody.safeParse(req.body)
+    if (!r.success) throw new BadRequestError(r.error.issues[0]!.message)
+    const id = r.data.project_id
+    if (!isProjectId(id)) throw new BadRequestError('project_id must be letters, digits, "_" or "-"')
+    const added = await deps.projects.addTemplate(id)
+    return {
+      msg: added ? `Project ID ${id} template added - please adjust on ${deps.hostname}` : `Project ID ${id} already exists`,
+    }
+  })
+
+  app.post('/experiments/:id/kill', async (req) => {
+    const { id } = ExperimentParams.parse(req.params)
+    if (!isObjectId(id)) throw new BadRequestError('experiment id must be 24 hex digits')
+    deps.experiments.kill(id)
+    return { status: 'killed' }
+  })
+
+  app.post('/capacity/reset', async () => {
+    const { released, held } = deps.experiments.resetCapacity()
+    return { msg: 'Capacity reset', released, running: held }
+  })
+}

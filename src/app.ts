@@ -1,0 +1,64 @@
+import os from 'node:os'
+import cors from '@fastify/cors'
+import websocket from '@fastify/websocket'
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import { ZodError } from 'zod'
+import { logSocket } from './api/log-socket.js'
+import { protocolRoutes } from './api/protocol-routes.js'
+import type { LogHub } from './logs/log-hub.js'
+import type { ProjectStore } from './projects/store.js'
+import { ProjectsFileError } from './projects/store.js'
+import type { ExperimentManager } from './runner/experiment-manager.js'
+import type { Scheduler } from './scheduler/scheduler.js'
+
+export interface AppServices {
+  projects: ProjectStore
+  scheduler: Scheduler
+  experiments: ExperimentManager
+  logHub: LogHub
+  machineUrl: string
+  machineId: () => string | undefined
+  hostname?: string
+}
+
+export interface AppOptions {
+  logger?: FastifyServerOptions['loggerInstance']
+  /** Largest request body (bytes). */
+  bodyLimit?: number
+}
+
+/** Build the HTTP app from the services it is given. Listens on nothing; touches no Docker. */
+export async function buildApp(services: AppServices, opts: AppOptions = {}): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: opts.logger,
+    bodyLimit: opts.bodyLimit ?? 256 * 1024,
+    // Ids are validated by the routes; `__proto__`/`constructor` in bodies are refused by the JSON parser.
+    onProtoPoisoning: 'error',
+    onConstructorPoisoning: 'error',
+  }) as unknown as FastifyInstance
+
+  // The FGLab pages call the machine cross-origin (Add to Machine, Kill, Reset capacity).
+  await app.register(cors, { origin: '*', methods: ['GET', 'POST', 'PUT', 'OPTIONS'] })
+  await app.register(websocket, { options: { maxPayload: 64 * 1024 } })
+
+  app.setErrorHandler((err, req, reply) => {
+    const e = err as Error & { statusCode?: number; code?: string }
+    if (e instanceof ZodError) return reply.status(400).send({ error: e.issues.map((i) => i.message).join('; ') })
+    if (e instanceof ProjectsFileError) return reply.status(409).send({ error: e.message })
+    const status = e.statusCode ?? 500
+    if (status >= 500 && status !== 501) req.log.error({ err }, 'request failed')
+    return reply.status(status).send({ error: status === 500 ? 'Internal error' : e.message })
+  })
+  app.setNotFoundHandler((req, reply) => reply.status(404).send({ error: `${req.method} ${req.url} is not an FGMachine route` }))
+
+  protocolRoutes(app, {
+    projects: services.projects,
+    scheduler: services.scheduler,
+    experiments: services.experiments,
+    machineUrl: services.machineUrl,
+    machineId: services.machineId,
+    hostname: services.hostname ?? os.hostname(),
+  })
+  logSocket(app, services.logHub)
+  return app
+}

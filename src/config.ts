@@ -1,0 +1,109 @@
+import { existsSync } from 'node:fs'
+import path from 'node:path'
+import { z } from 'zod'
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
+
+const httpUrl = (name: string, fix: string) =>
+  z
+    .string({ error: `${name} is required: ${fix}` })
+    .trim()
+    .min(1, `${name} is required: ${fix}`)
+    .refine((v) => {
+      try {
+        const u = new URL(v)
+        return u.protocol === 'http:' || u.protocol === 'https:'
+      } catch {
+        return false
+      }
+    }, `${name} must be an http(s) URL with host and port, e.g. ${fix}`)
+
+const port = (name: string) =>
+  z.coerce
+    .number({ error: `${name} must be a port number (1-65535)` })
+    .int(`${name} must be a port number (1-65535)`)
+    .min(1, `${name} must be a port number (1-65535)`)
+    .max(65535, `${name} must be a port number (1-65535)`)
+
+/** The environment, as FGMachine reads it. One schema, parsed once at start. */
+const EnvSchema = z.object({
+  FGLAB_URL: httpUrl('FGLAB_URL', 'set it to the FGLab server, e.g. http://fglab.example:5080'),
+  FGMACHINE_URL: httpUrl('FGMACHINE_URL', 'set it to the address FGLab and browsers use to reach this machine, e.g. http://gpu-box-1:5081'),
+  HOST: z.string().trim().min(1).default('0.0.0.0'),
+  PORT: port('PORT').optional(),
+  FGMACHINE_PROJECTS: z.string().trim().min(1).default('projects.json'),
+  FGMACHINE_DATA_DIR: z.string().trim().min(1).default('.'),
+  DOCKER_HOST: z.string().trim().optional(),
+  LOG_LEVEL: z.enum(LOG_LEVELS, { error: `LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}` }).default('info'),
+  FGMACHINE_KILL_GRACE_S: z.coerce
+    .number({ error: 'FGMACHINE_KILL_GRACE_S must be a number of seconds' })
+    .min(0, 'FGMACHINE_KILL_GRACE_S must be a number of seconds, 0 or more')
+    .default(10),
+})
+
+export interface Config {
+  fglabUrl: string
+  machineUrl: string
+  host: string
+  port: number
+  projectsPath: string
+  dataDir: string
+  dockerHost: string | undefined
+  logLevel: (typeof LOG_LEVELS)[number]
+  killGraceMs: number
+}
+
+export class ConfigError extends Error {
+  readonly code = 'FGM_CONFIG'
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration:\n  - ${problems.join('\n  - ')}`)
+  }
+}
+
+/**
+ * The seed's Docker-link variables: a container linked to FGLab as `fglab`
+ * gets FGLAB_PORT_5080_TCP_ADDR/_PORT, which the original used when FGLAB_URL
+ * was unset.
+ */
+function linkedFglabUrl(env: NodeJS.ProcessEnv): string | undefined {
+  const addr = env.FGLAB_PORT_5080_TCP_ADDR
+  if (!addr) return undefined
+  return `http://${addr}:${env.FGLAB_PORT_5080_TCP_PORT ?? '5080'}`
+}
+
+function defaultPort(url: URL): number {
+  if (url.port) return Number(url.port)
+  return url.protocol === 'https:' ? 443 : 80
+}
+
+/** Parse and validate the environment; throws ConfigError naming each bad variable. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): Config {
+  const input = { ...env }
+  if (!input.FGLAB_URL) input.FGLAB_URL = linkedFglabUrl(env)
+  for (const key of Object.keys(input)) if (input[key] === '') delete input[key]
+  const parsed = EnvSchema.safeParse(input)
+  if (!parsed.success) {
+    throw new ConfigError(parsed.error.issues.map((i) => i.message))
+  }
+  const e = parsed.data
+  const machineUrl = new URL(e.FGMACHINE_URL)
+  return {
+    fglabUrl: e.FGLAB_URL.replace(/\/+$/, ''),
+    machineUrl: e.FGMACHINE_URL.replace(/\/+$/, ''),
+    host: e.HOST,
+    port: e.PORT ?? defaultPort(machineUrl),
+    projectsPath: path.resolve(cwd, e.FGMACHINE_PROJECTS),
+    dataDir: path.resolve(cwd, e.FGMACHINE_DATA_DIR),
+    dockerHost: e.DOCKER_HOST,
+    logLevel: e.LOG_LEVEL,
+    killGraceMs: Math.round(e.FGMACHINE_KILL_GRACE_S * 1000),
+  }
+}
+
+/** Load `.env` from the working directory into process.env (variables already set win). */
+export function loadDotEnv(cwd = process.cwd()): string | undefined {
+  const file = path.join(cwd, '.env')
+  if (!existsSync(file)) return undefined
+  process.loadEnvFile(file)
+  return file
+}

@@ -1,0 +1,79 @@
+import type { Readable } from 'node:stream'
+
+/** What FGMachine asks of Docker when it creates an experiment's container. */
+export interface ContainerSpec {
+  name: string
+  image: string
+  /** The container's command; undefined keeps the image's. Appended to the entrypoint. */
+  cmd?: string[]
+  workingDir?: string
+  env: string[]
+  labels: Record<string, string>
+  /** `docker run -v` syntax, as written. */
+  binds: string[]
+  shmSizeBytes?: number
+  memoryBytes?: number
+  nanoCpus?: number
+  networkMode?: string
+  user?: string
+  /** GPU device ids (host indices or UUIDs) for the NVIDIA device request. */
+  gpuDeviceIds?: string[]
+}
+
+export interface ContainerOutput {
+  stdout: Readable
+  stderr: Readable
+  /** Resolves when Docker closed the output stream (the container ended). */
+  ended: Promise<void>
+}
+
+export interface ContainerExit {
+  exitCode: number
+  oomKilled: boolean
+  /** Docker's own error for the container, if any. */
+  error?: string
+}
+
+export interface ContainerSummary {
+  id: string
+  name: string
+  state: string
+  labels: Record<string, string>
+}
+
+export interface PullProgress {
+  status: string
+  id?: string
+  progress?: string
+}
+
+/** A Docker error, with the engine's status code when it answered. */
+export class DockerError extends Error {
+  readonly code = 'FGM_DOCKER'
+  constructor(
+    message: string,
+    readonly statusCode?: number,
+    options?: ErrorOptions,
+  ) {
+    super(message, options)
+  }
+}
+
+/**
+ * The narrow seam between FGMachine and Docker: only what the domain needs.
+ * The runner never sees dockerode; tests may put a fake here.
+ */
+export interface ContainerClient {
+  /** Make sure the image is present, pulling it (with progress) when it is not. */
+  ensureImage(image: string, onProgress?: (p: PullProgress) => void): Promise<void>
+  create(spec: ContainerSpec): Promise<string>
+  /** Attach to the output before start, so that nothing written at once is missed. */
+  attach(id: string): Promise<ContainerOutput>
+  start(id: string): Promise<void>
+  wait(id: string): Promise<ContainerExit>
+  /** SIGTERM, then SIGKILL after `graceS`. */
+  stop(id: string, graceS: number): Promise<void>
+  remove(id: string): Promise<void>
+  listByLabel(label: string, value?: string): Promise<ContainerSummary[]>
+  ping(): Promise<void>
+}

@@ -1,0 +1,180 @@
+import { PassThrough } from 'node:stream'
+import { finished } from 'node:stream/promises'
+import Docker from 'dockerode'
+import {
+  DockerError,
+  type ContainerClient,
+  type ContainerExit,
+  type ContainerOutput,
+  type ContainerSpec,
+  type ContainerSummary,
+  type PullProgress,
+} from './container-client.js'
+
+function dockerError(what: string, err: unknown): DockerError {
+  const e = err as { statusCode?: number; json?: { message?: string }; reason?: string; message?: string }
+  const msg = e.json?.message ?? e.message ?? String(err)
+  return new DockerError(`${what}: ${msg.trim()}`, e.statusCode, { cause: err })
+}
+
+/** Docker's `DOCKER_HOST` forms: unix:///path, tcp://host:port, or a bare socket path. */
+export function dockerOptions(dockerHost: string | undefined): Docker.DockerOptions {
+  if (!dockerHost) return { socketPath: '/var/run/docker.sock' }
+  if (dockerHost.startsWith('unix://')) return { socketPath: dockerHost.slice('unix://'.length) }
+  if (dockerHost.startsWith('/')) return { socketPath: dockerHost }
+  const u = new URL(dockerHost.replace(/^tcp:/, 'http:'))
+  return { host: u.hostname, port: Number(u.port || 2375), protocol: 'http' }
+}
+
+/** The ContainerClient over dockerode: dockerode's types stop here. */
+export class DockerContainerClient implements ContainerClient {
+  readonly docker: Docker
+  #pulls = new Map<string, Promise<void>>()
+
+  constructor(dockerHost?: string) {
+    this.docker = new Docker(dockerOptions(dockerHost))
+  }
+
+  async ping(): Promise<void> {
+    try {
+      await this.docker.ping()
+    } catch (err) {
+      throw dockerError('Docker is not reachable', err)
+    }
+  }
+
+  async ensureImage(image: string, onProgress?: (p: PullProgress) => void): Promise<void> {
+    try {
+      await this.docker.getImage(image).inspect()
+      return
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode !== 404) throw dockerError(`cannot inspect image ${image}`, err)
+    }
+    // One pull per image, shared by concurrent starts.
+    let pull = this.#pulls.get(image)
+    if (!pull) {
+      pull = this.#pull(image, onProgress).finally(() => this.#pulls.delete(image))
+      this.#pulls.set(image, pull)
+    }
+    await pull
+  }
+
+  async #pull(image: string, onProgress?: (p: PullProgress) => void): Promise<void> {
+    let stream: NodeJS.ReadableStream
+    try {
+      stream = await this.docker.pull(image)
+    } catch (err) {
+      throw dockerError(`cannot pull image ${image}`, err)
+    }
+    await new Promise<void>((resolve, reject) => {
+      this.docker.modem.followProgress(
+        stream,
+        (err: Error | null) => (err ? reject(dockerError(`cannot pull image ${image}`, err)) : resolve()),
+        (event: { status?: string; id?: string; progress?: string; error?: string }) => {
+          if (event.error) return
+          onProgress?.({ status: event.status ?? '', id: event.id, progress: event.progress })
+        },
+      )
+    })
+  }
+
+  async create(spec: ContainerSpec): Promise<string> {
+    const hostConfig: Docker.HostConfig = {
+      Binds: spec.binds,
+      ShmSize: spec.shmSizeBytes,
+      Memory: spec.memoryBytes,
+      NanoCpus: spec.nanoCpus,
+      NetworkMode: spec.networkMode,
+      SecurityOpt: ['no-new-privileges'],
+    }
+    if (spec.gpuDeviceIds?.length) {
+      hostConfig.DeviceRequests = [{ Driver: 'nvidia', DeviceIDs: spec.gpuDeviceIds, Capabilities: [['gpu']] }]
+    }
+    try {
+      const c = await this.docker.createContainer({
+        name: spec.name,
+        Image: spec.image,
+        Cmd: spec.cmd,
+        WorkingDir: spec.workingDir,
+        Env: spec.env,
+        Labels: spec.labels,
+        User: spec.user,
+        Tty: false,
+        OpenStdin: false,
+        AttachStdout: true,
+        AttachStderr: true,
+        HostConfig: hostConfig,
+      })
+      return c.id
+    } catch (err) {
+      throw dockerError(`cannot create container for ${spec.image}`, err)
+    }
+  }
+
+  async attach(id: string): Promise<ContainerOutput> {
+    let raw: NodeJS.ReadWriteStream
+    try {
+      raw = (await this.docker.getContainer(id).attach({ stream: true, stdout: true, stderr: true, logs: true })) as NodeJS.ReadWriteStream
+    } catch (err) {
+      throw dockerError('cannot attach to container', err)
+    }
+    const stdout = new PassThrough()
+    const stderr = new PassThrough()
+    this.docker.modem.demuxStream(raw, stdout, stderr)
+    const ended = finished(raw as unknown as NodeJS.ReadableStream).then(
+      () => undefined,
+      () => undefined,
+    ).finally(() => {
+      stdout.end()
+      stderr.end()
+    })
+    return { stdout, stderr, ended }
+  }
+
+  async start(id: string): Promise<void> {
+    try {
+      await this.docker.getContainer(id).start()
+    } catch (err) {
+      throw dockerError('cannot start container', err)
+    }
+  }
+
+  async wait(id: string): Promise<ContainerExit> {
+    const c = this.docker.getContainer(id)
+    try {
+      const r = (await c.wait()) as { StatusCode: number; Error?: { Message?: string } | null }
+      const info = await c.inspect()
+      return {
+        exitCode: r.StatusCode,
+        oomKilled: Boolean(info.State.OOMKilled),
+        error: r.Error?.Message || info.State.Error || undefined,
+      }
+    } catch (err) {
+      throw dockerError('lost the container while waiting for it', err)
+    }
+  }
+
+  async stop(id: string, graceS: number): Promise<void> {
+    try {
+      await this.docker.getContainer(id).stop({ t: Math.ceil(graceS) })
+    } catch (err) {
+      const code = (err as { statusCode?: number }).statusCode
+      if (code === 304 || code === 404) return // already stopped or gone
+      throw dockerError('cannot stop container', err)
+    }
+  }
+
+  async remove(id: string): Promise<void> {
+    try {
+      await this.docker.getContainer(id).remove({ force: true, v: true })
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode === 404) return
+      throw dockerError('cannot remove container', err)
+    }
+  }
+
+  async listByLabel(label: string, value?: string): Promise<ContainerSummary[]> {
+    const list = await this.docker.listContainers({ all: true, filters: { label: [value === undefined ? label : `${label}=${value}`] } })
+    return list.map((c) => ({ id: c.Id, name: (c.Names[0] ?? '').replace(/^\//, ''), state: c.State, labels: c.Labels }))
+  }
+}

@@ -1,0 +1,179 @@
+import { readFile, stat } from 'node:fs/promises'
+import path from 'node:path'
+import type { Logger } from 'pino'
+import { mimeType } from '../results/mime.js'
+import { backoffDelay, realSleep, type Backoff, type Sleep } from '../util/retry.js'
+import { FglabError, isRetryable, type FglabClient } from './client.js'
+
+/**
+ * One report to FGLab. Plain data, so that a later durable outbox can write
+ * it to disk as it is. Files are read when sent, so a file rewritten before
+ * its turn goes out in its latest form.
+ */
+export type OutboxEntry =
+  | { kind: 'started' }
+  | { kind: 'update'; fields: Record<string, unknown> }
+  | { kind: 'results-file'; path: string }
+  | { kind: 'finished' }
+
+interface Queue {
+  entries: OutboxEntry[]
+  running: boolean
+  idle: Array<() => void>
+}
+
+export interface OutboxOptions {
+  backoff?: Backoff
+  sleep?: Sleep
+}
+
+/**
+ * Reports to FGLab, in order per experiment, each retried with backoff until
+ * FGLab acknowledges it. A report FGLab refuses for good (a 4xx) is logged
+ * and dropped. Experiments are sent independently of each other.
+ */
+export class Outbox {
+  #queues = new Map<string, Queue>()
+  #closed = new AbortController()
+  readonly #backoff: Backoff
+  readonly #sleep: Sleep
+
+  constructor(
+    private readonly client: FglabClient,
+    private readonly log: Logger,
+    opts: OutboxOptions = {},
+  ) {
+    this.#backoff = opts.backoff ?? { baseMs: 500, maxMs: 30_000 }
+    this.#sleep = opts.sleep ?? realSleep
+  }
+
+  enqueue(experimentId: string, entry: OutboxEntry): void {
+    let q = this.#queues.get(experimentId)
+    if (!q) {
+      q = { entries: [], running: false, idle: [] }
+      this.#queues.set(experimentId, q)
+    }
+    // A file already waiting for its turn will be read then: no need to queue it twice.
+    if (entry.kind === 'results-file' && q.entries.some((e, i) => e.kind === 'results-file' && e.path === entry.path && !(q.running && i === 0))) return
+    q.entries.push(entry)
+    if (!q.running) void this.#run(experimentId, q)
+  }
+
+  /** Resolves once every report queued so far for this experiment is acknowledged or dropped. */
+  drain(experimentId: string): Promise<void> {
+    const q = this.#queues.get(experimentId)
+    if (!q || (q.entries.length === 0 && !q.running)) return Promise.resolve()
+    return new Promise((resolve) => q.idle.push(resolve))
+  }
+
+  pending(experimentId?: string): number {
+    if (experimentId) return this.#queues.get(experimentId)?.entries.length ?? 0
+    let n = 0
+    for (const q of this.#queues.values()) n += q.entries.length
+    return n
+  }
+
+  /** Stop sending (on shutdown). Unsent reports stay unsent. */
+  close(): void {
+    this.#closed.abort()
+  }
+
+  async #run(experimentId: string, q: Queue): Promise<void> {
+    q.running = true
+    try {
+      while (q.entries.length > 0 && !this.#closed.signal.aborted) {
+        const entry = q.entries[0]!
+        await this.#deliver(experimentId, entry)
+        q.entries.shift()
+      }
+    } finally {
+      q.running = false
+      if (q.entries.length === 0) {
+        this.#queues.delete(experimentId)
+        for (const resolve of q.idle.splice(0)) resolve()
+      }
+    }
+  }
+
+  async #deliver(experimentId: string, entry: OutboxEntry): Promise<void> {
+    for (let attempt = 0; !this.#closed.signal.aborted; attempt++) {
+      try {
+        await this.#send(experimentId, entry)
+        return
+      } catch (err) {
+        const what = describe(entry)
+        if (!isRetryable(err)) {
+          this.log.error({ experimentId, report: what, err: (err as Error).message }, 'FGLab refused a report; dropping it')
+          return
+        }
+        const wait = backoffDelay(attempt, this.#backoff)
+        this.log.warn({ experimentId, report: what, attempt: attempt + 1, retryInMs: wait, err: (err as Error).message }, 'report to FGLab failed; will retry')
+        try {
+          await this.#sleep(wait, this.#closed.signal)
+        } catch {
+          return
+        }
+      }
+    }
+  }
+
+  async #send(id: string, entry: OutboxEntry): Promise<void> {
+    switch (entry.kind) {
+      case 'started':
+        await this.client.experimentStarted(id)
+        return
+      case 'finished':
+        await this.client.experimentFinished(id)
+        return
+      case 'update':
+        await this.client.updateExperiment(id, entry.fields)
+        return
+      case 'results-file':
+        await this.#sendResultsFile(id, entry.path)
+        return
+    }
+  }
+
+  async #sendResultsFile(id: string, file: string): Promise<void> {
+    let st
+    try {
+      st = await stat(file)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        this.log.warn({ experimentId: id, file }, 'results file disappeared before it could be sent')
+        return
+      }
+      throw new FglabError(`cannot read ${file}: ${(err as Error).message}`, undefined, false)
+    }
+    if (!st.isFile()) return
+    const name = path.basename(file)
+    if (name.toLowerCase().endsWith('.json')) {
+      const fields = await readJsonFields(file)
+      if (fields.ok) {
+        await this.client.updateExperiment(id, fields.value)
+        this.log.debug({ experimentId: id, file: name, fields: Object.keys(fields.value) }, 'results fields sent')
+        return
+      }
+      this.log.warn({ experimentId: id, file: name, reason: fields.reason }, 'results JSON file does not hold a JSON object; uploading it as a file instead')
+    }
+    await this.client.uploadFiles(id, [{ path: file, name, type: mimeType(name) }])
+    this.log.debug({ experimentId: id, file: name, bytes: st.size }, 'results file uploaded')
+  }
+}
+
+async function readJsonFields(file: string): Promise<{ ok: true; value: Record<string, unknown> } | { ok: false; reason: string }> {
+  let value: unknown
+  try {
+    value = JSON.parse(await readFile(file, 'utf8'))
+  } catch (err) {
+    return { ok: false, reason: (err as Error).message }
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return { ok: false, reason: 'not an object' }
+  // `_id` is FGLab's; it ignores it, and we do not send it.
+  const fields = Object.fromEntries(Object.entries(value).filter(([k]) => k !== '_id' && k !== '__proto__'))
+  return { ok: true, value: fields }
+}
+
+function describe(e: OutboxEntry): string {
+  return e.kind === 'results-file' ? `file ${path.basename(e.path)}` : e.kind
+}

@@ -1,0 +1,139 @@
+export type Stream = 'stdout' | 'stderr'
+
+export interface LogChunk {
+  stream: Stream
+  text: string
+}
+
+/** Someone watching an experiment's output (a browser's WebSocket). */
+export interface LogSubscriber {
+  /** Deliver one chunk; return false when the subscriber cannot keep up and should be dropped. */
+  send(chunk: LogChunk): boolean
+  /** Called when the subscriber is dropped for falling behind. */
+  drop(reason: string): void
+}
+
+export interface LogHubOptions {
+  /** Keep at least this many lines of backlog per experiment… */
+  backlogLines?: number
+  /** …or at least this many bytes, whichever holds more. */
+  backlogBytes?: number
+  /** Never more than this many bytes, whatever the line count. */
+  backlogHardBytes?: number
+  /** How many ended experiments keep their backlog for late viewers. */
+  keepEnded?: number
+}
+
+class Backlog {
+  /** chunks[head..] is the backlog; the dead prefix is compacted now and then (shift() is O(n)). */
+  chunks: LogChunk[] = []
+  head = 0
+  lines = 0
+  bytes = 0
+  ended = false
+  subscribers = new Set<LogSubscriber>()
+}
+
+function countLines(text: string): number {
+  let n = 0
+  for (let i = text.indexOf('\n'); i !== -1; i = text.indexOf('\n', i + 1)) n++
+  return n || 1
+}
+
+/**
+ * Per-experiment output: a bounded backlog for late subscribers and fan-out to
+ * live ones. Publishing never waits for a subscriber; one that falls behind is
+ * dropped rather than buffered without bound.
+ */
+export class LogHub {
+  #logs = new Map<string, Backlog>()
+  #ended: string[] = []
+  readonly #lines: number
+  readonly #bytes: number
+  readonly #hardBytes: number
+  readonly #keepEnded: number
+
+  constructor(opts: LogHubOptions = {}) {
+    this.#lines = opts.backlogLines ?? 10_000
+    this.#bytes = opts.backlogBytes ?? 1024 * 1024
+    this.#hardBytes = opts.backlogHardBytes ?? 4 * 1024 * 1024
+    this.#keepEnded = opts.keepEnded ?? 50
+  }
+
+  publish(experimentId: string, stream: Stream, text: string): void {
+    if (text === '') return
+    const log = this.#get(experimentId)
+    const chunk = { stream, text }
+    log.chunks.push(chunk)
+    log.lines += countLines(text)
+    log.bytes += Buffer.byteLength(text)
+    this.#trim(log)
+    for (const sub of log.subscribers) {
+      if (!sub.send(chunk)) {
+        log.subscribers.delete(sub)
+        sub.drop('subscriber fell behind')
+      }
+    }
+  }
+
+  /** Send the backlog, then every new chunk, to `sub`. Returns the unsubscribe function. */
+  subscribe(experimentId: string, sub: LogSubscriber): () => void {
+    const log = this.#get(experimentId)
+    for (let i = log.head; i < log.chunks.length; i++) {
+      if (!sub.send(log.chunks[i]!)) {
+        sub.drop('subscriber fell behind')
+        return () => {}
+      }
+    }
+    log.subscribers.add(sub)
+    return () => log.subscribers.delete(sub)
+  }
+
+  /** The experiment ended: keep its backlog a while for late viewers, bounded by count. */
+  end(experimentId: string): void {
+    const log = this.#logs.get(experimentId)
+    if (!log || log.ended) return
+    log.ended = true
+    this.#ended.push(experimentId)
+    while (this.#ended.length > this.#keepEnded) {
+      const old = this.#ended.shift()!
+      const l = this.#logs.get(old)
+      if (l && l.subscribers.size === 0) this.#logs.delete(old)
+    }
+  }
+
+  backlog(experimentId: string): readonly LogChunk[] {
+    const log = this.#logs.get(experimentId)
+    return log ? log.chunks.slice(log.head) : []
+  }
+
+  stats(experimentId: string): { lines: number; bytes: number; subscribers: number } | undefined {
+    const l = this.#logs.get(experimentId)
+    return l && { lines: l.lines, bytes: l.bytes, subscribers: l.subscribers.size }
+  }
+
+  #get(id: string): Backlog {
+    let log = this.#logs.get(id)
+    if (!log) {
+      log = new Backlog()
+      this.#logs.set(id, log)
+    }
+    return log
+  }
+
+  #trim(log: Backlog): void {
+    // Drop the oldest chunks while both bounds are exceeded, or the hard bound is.
+    while (log.chunks.length - log.head > 1) {
+      const over = (log.lines > this.#lines && log.bytes > this.#bytes) || log.bytes > this.#hardBytes
+      if (!over) break
+      const old = log.chunks[log.head]!
+      log.head++
+      log.lines -= countLines(old.text)
+      log.bytes -= Buffer.byteLength(old.text)
+    }
+    if (log.head > 1024 && log.head * 2 > log.chunks.length) {
+      log.chunks = log.chunks.slice(log.head)
+      log.head = 0
+    }
+  }
+}

@@ -1,0 +1,112 @@
+import path from 'node:path'
+import type { FastifyInstance } from 'fastify'
+import type { Logger } from 'pino'
+import { buildApp } from './app.js'
+import type { Config } from './config.js'
+import type { ContainerClient } from './docker/container-client.js'
+import { DockerContainerClient } from './docker/docker-container-client.js'
+import { FglabClient } from './fglab/client.js'
+import { Outbox, type OutboxOptions } from './fglab/outbox.js'
+import { Registration } from './fglab/registration.js'
+import { machineSpecs } from './fglab/specs.js'
+import { LogHub } from './logs/log-hub.js'
+import { ProjectStore } from './projects/store.js'
+import { DockerRuntime } from './runner/docker-runtime.js'
+import { ExperimentManager } from './runner/experiment-manager.js'
+import { ProcessRuntime } from './runner/process-runtime.js'
+import { Scheduler } from './scheduler/scheduler.js'
+import type { Backoff, Sleep } from './util/retry.js'
+
+export interface MachineOptions {
+  log: Logger
+  /** A ContainerClient other than dockerode over DOCKER_HOST (tests). */
+  containerClient?: ContainerClient
+  /** Retry timing for FGLab calls (tests make it fast). */
+  backoff?: Backoff
+  sleep?: Sleep
+  resultsStableMs?: number
+}
+
+export interface Machine {
+  app: FastifyInstance
+  projects: ProjectStore
+  scheduler: Scheduler
+  experiments: ExperimentManager
+  registration: Registration
+  outbox: Outbox
+  logHub: LogHub
+  /** Listen on the configured host and port; returns the address. */
+  listen(): Promise<string>
+  /** Stop accepting work, stop running experiments, report them, let go of everything. */
+  close(opts?: { stopExperiments?: boolean }): Promise<void>
+}
+
+/** Wire every service from the configuration. Nothing listens and nothing runs until `listen()`. */
+export async function createMachine(config: Config, opts: MachineOptions): Promise<Machine> {
+  const log = opts.log
+  const client = new FglabClient({ url: config.fglabUrl })
+  const registration = new Registration({
+    client,
+    log: log.child({ component: 'registration' }),
+    specsFile: path.join(config.dataDir, 'specs.json'),
+    specs: () => machineSpecs(config.machineUrl),
+    backoff: opts.backoff,
+    sleep: opts.sleep,
+  })
+  const outboxOpts: OutboxOptions = {}
+  if (opts.backoff) outboxOpts.backoff = opts.backoff
+  if (opts.sleep) outboxOpts.sleep = opts.sleep
+  const outbox = new Outbox(client, log.child({ component: 'outbox' }), outboxOpts)
+  const projects = new ProjectStore(config.projectsPath, log.child({ component: 'projects' }))
+  const scheduler = new Scheduler()
+  const logHub = new LogHub()
+  const docker = opts.containerClient ?? new DockerContainerClient(config.dockerHost)
+  const experiments = new ExperimentManager({
+    scheduler,
+    logHub,
+    outbox,
+    runtimes: { docker: new DockerRuntime(docker, log.child({ component: 'docker' })), process: new ProcessRuntime() },
+    log: log.child({ component: 'experiments' }),
+    machineId: () => registration.machineId,
+    killGraceMs: config.killGraceMs,
+    resultsStableMs: opts.resultsStableMs,
+  })
+  const app = await buildApp(
+    { projects, scheduler, experiments, logHub, machineUrl: config.machineUrl, machineId: () => registration.machineId },
+    { logger: log },
+  )
+
+  let started = false
+  return {
+    app,
+    projects,
+    scheduler,
+    experiments,
+    registration,
+    outbox,
+    logHub,
+    async listen() {
+      await registration.start()
+      projects.on('change', (raw) => registration.updateProjects(raw))
+      await projects.reload()
+      await projects.watch()
+      docker.ping().then(
+        () => log.info('Docker is reachable'),
+        (err: Error) => log.warn({ err: err.message }, 'Docker is not reachable: container projects will fail until it is'),
+      )
+      const address = await app.listen({ host: config.host, port: config.port })
+      started = true
+      log.info({ address, advertised: config.machineUrl, fglab: client.baseUrl }, 'FGMachine listening')
+      return address
+    },
+    async close({ stopExperiments = true } = {}) {
+      await app.close()
+      await projects.close()
+      // Inside `docker stop`'s 10 s: a short grace, then the reports.
+      if (stopExperiments && started) await experiments.stopAll(Math.min(config.killGraceMs, 3000))
+      registration.close()
+      outbox.close()
+      await client.close()
+    },
+  }
+}

@@ -1,0 +1,141 @@
+import { EventEmitter } from 'node:events'
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises'
+import path from 'node:path'
+import { watch, type FSWatcher } from 'chokidar'
+import type { Logger } from 'pino'
+import { parseProjects, projectTemplate, type Project } from './schema.js'
+
+export class ProjectsFileError extends Error {
+  readonly code = 'FGM_PROJECTS_FILE'
+}
+
+/**
+ * projects.json: loaded at start, watched, reloaded on change. A file that does
+ * not parse keeps the last good configuration; a bad entry is reported and left
+ * out while the good ones run.
+ *
+ * Emits 'change' (raw object) after every successful reload.
+ */
+export class ProjectStore extends EventEmitter<{ change: [Record<string, unknown>] }> {
+  #projects = new Map<string, Project>()
+  #raw: Record<string, unknown> = {}
+  #watcher: FSWatcher | undefined
+  #writing = Promise.resolve()
+
+  constructor(
+    readonly file: string,
+    private readonly log: Logger,
+    private readonly baseDir = process.cwd(),
+  ) {
+    super()
+  }
+
+  get(id: string): Project | undefined {
+    return this.#projects.get(id)
+  }
+
+  all(): Project[] {
+    return [...this.#projects.values()]
+  }
+
+  /** The file as last parsed, which is what FGLab is told. */
+  raw(): Record<string, unknown> {
+    return this.#raw
+  }
+
+  /** Read the file now. Returns false (and keeps the last good state) when it cannot be used. */
+  async reload(): Promise<boolean> {
+    let text: string
+    try {
+      text = await readFile(this.file, 'utf8')
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        this.log.warn({ file: this.file }, 'no projects.json yet: no project can run until one is added ("Add to Machine" in FGLab creates it)')
+        this.#apply({})
+        return true
+      }
+      this.log.error({ file: this.file, err }, 'cannot read projects.json; keeping the last good configuration')
+      return false
+    }
+    let raw: unknown
+    try {
+      raw = text.trim() === '' ? {} : JSON.parse(text)
+    } catch (err) {
+      this.log.error({ file: this.file, reason: (err as Error).message }, 'projects.json is not valid JSON; keeping the last good configuration')
+      return false
+    }
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+      this.log.error({ file: this.file }, 'projects.json must hold an object keyed by project id; keeping the last good configuration')
+      return false
+    }
+    this.#apply(raw as Record<string, unknown>)
+    return true
+  }
+
+  #apply(raw: Record<string, unknown>): void {
+    const { projects, problems } = parseProjects(raw, this.baseDir)
+    for (const p of problems) {
+      this.log.error({ projectId: p.projectId, field: p.field, reason: p.message }, `project ${p.projectId} left out: ${p.field ? p.field + ': ' : ''}${p.message}`)
+    }
+    this.#projects = projects
+    this.#raw = raw
+    this.log.info({ projects: [...projects.keys()], invalid: new Set(problems.map((p) => p.projectId)).size }, 'projects loaded')
+    this.emit('change', raw)
+  }
+
+  /** Start watching the file (its folder, so that it may be created or replaced). */
+  async watch(): Promise<void> {
+    if (this.#watcher) return
+    this.#watcher = watch(this.file, {
+      ignoreInitial: true,
+      awaitWriteFinish: { stabilityThreshold: 150, pollInterval: 50 },
+    })
+    const onEvent = () => {
+      void this.reload()
+    }
+    this.#watcher.on('add', onEvent).on('change', onEvent).on('unlink', onEvent)
+    this.#watcher.on('error', (err) => this.log.error({ err }, 'projects.json watcher failed'))
+    await new Promise<void>((resolve) => this.#watcher!.once('ready', () => resolve()))
+  }
+
+  async close(): Promise<void> {
+    await this.#watcher?.close()
+    this.#watcher = undefined
+  }
+
+  /**
+   * Add the seed's template for a project id (FGLab's "Add to Machine").
+   * Returns false if the id is already there. Refuses to touch a file that does not parse.
+   */
+  async addTemplate(projectId: string): Promise<boolean> {
+    const run = this.#writing.then(() => this.#addTemplate(projectId))
+    this.#writing = run.then(
+      () => undefined,
+      () => undefined,
+    )
+    return run
+  }
+
+  async #addTemplate(projectId: string): Promise<boolean> {
+    let current: Record<string, unknown> = {}
+    try {
+      const text = await readFile(this.file, 'utf8')
+      if (text.trim() !== '') current = JSON.parse(text) as Record<string, unknown>
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+        throw new ProjectsFileError(`projects.json cannot be updated: ${(err as Error).message}; fix the file first`)
+      }
+    }
+    if (typeof current !== 'object' || current === null || Array.isArray(current)) {
+      throw new ProjectsFileError('projects.json cannot be updated: it does not hold an object; fix the file first')
+    }
+    if (Object.hasOwn(current, projectId)) return false
+    const next = { ...current, [projectId]: projectTemplate() }
+    await mkdir(path.dirname(this.file), { recursive: true })
+    const tmp = `${this.file}.${process.pid}.tmp`
+    await writeFile(tmp, JSON.stringify(next, null, 2) + '\n')
+    await rename(tmp, this.file)
+    await this.reload()
+    return true
+  }
+}

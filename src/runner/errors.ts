@@ -1,0 +1,24 @@
+/** Errors the API maps to PROTOCOL.md's answers. */
+export class NoCapacityError extends Error {
+  readonly code = 'FGM_NO_CAPACITY'
+  readonly statusCode = 501
+  constructor() {
+    // The exact text FGLab and the original use.
+    super('No capacity available')
+  }
+}
+
+export class BadRequestError extends Error {
+  readonly code = 'FGM_BAD_REQUEST'
+  readonly statusCode = 400
+}
+
+export class NotFoundError extends Error {
+  readonly code = 'FGM_NOT_FOUND'
+  readonly statusCode = 404
+}
+
+export class ConflictError extends Error {
+  readonly code = 'FGM_CONFLICT'
+  readonly statusCode = 409
+}

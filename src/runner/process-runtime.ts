@@ -1,0 +1,58 @@
+import { spawn } from 'node:child_process'
+import { pumpText } from './pump.js'
+import type { ExitInfo, LaunchSpec, RunHandle, Runtime } from './runtime.js'
+
+/**
+ * Local processes, as the original FGMachine runs them (the seed's "Option 1"):
+ * `command args... options...` in `cwd`, no shell.
+ */
+export class ProcessRuntime implements Runtime {
+  readonly kind = 'process' as const
+
+  async launch(spec: LaunchSpec): Promise<RunHandle> {
+    const command = spec.project.command
+    if (!command) throw new Error('a local project needs a command')
+    const child = spawn(command, spec.argv, {
+      cwd: spec.project.workDir,
+      env: { ...process.env, ...spec.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      // Its own process group, so that stop() reaches the children it spawns too.
+      detached: true,
+    })
+    await new Promise<void>((resolve, reject) => {
+      child.once('spawn', resolve)
+      child.once('error', (err) => reject(new Error(`cannot run ${command}: ${err.message}`)))
+    })
+    const outputDone = Promise.all([
+      pumpText(child.stdout!, (t) => spec.output('stdout', t)),
+      pumpText(child.stderr!, (t) => spec.output('stderr', t)),
+    ])
+    const exited = new Promise<ExitInfo>((resolve) => {
+      child.once('exit', (code, signal) => {
+        // A child it left behind may hold the pipes open: wait for them, but not forever.
+        const late = new Promise<void>((r) => setTimeout(r, 2000).unref())
+        void Promise.race([outputDone, late]).then(() => resolve({ exitCode: code, signal: signal ?? undefined }))
+      })
+    })
+    let ended = false
+    void exited.then(() => (ended = true))
+    const signalGroup = (sig: NodeJS.Signals) => {
+      if (ended || child.pid === undefined) return
+      try {
+        process.kill(-child.pid, sig)
+      } catch {
+        // already gone
+      }
+    }
+    return {
+      exited,
+      async stop(graceMs) {
+        signalGroup('SIGTERM')
+        const timer = setTimeout(() => signalGroup('SIGKILL'), graceMs)
+        await exited
+        clearTimeout(timer)
+      },
+      async dispose() {},
+    }
+  }
+}

@@ -1,0 +1,55 @@
+import pino from 'pino'
+import { ConfigError, loadConfig, loadDotEnv } from './config.js'
+import { createMachine } from './machine.js'
+
+/** The process: configuration, logger, listen, signals. */
+async function main(): Promise<void> {
+  const envFile = loadDotEnv()
+  let config
+  try {
+    config = loadConfig()
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`fgmachine: ${err.message}\n(see .env.example for every variable)\n`)
+      process.exit(78) // EX_CONFIG
+    }
+    throw err
+  }
+  const log = pino({
+    level: config.logLevel,
+    ...(process.stdout.isTTY ? { transport: { target: 'pino-pretty' } } : {}),
+  })
+  if (envFile) log.info({ envFile }, 'read .env')
+  const machine = await createMachine(config, { log })
+
+  let closing = false
+  const shutdown = (signal: string) => {
+    if (closing) return
+    closing = true
+    log.info({ signal }, 'shutting down: stopping experiments and sending their reports')
+    // `docker stop` waits 10 s before SIGKILL; finish well inside it.
+    const deadline = setTimeout(() => {
+      log.warn('shutdown took too long; exiting')
+      process.exit(1)
+    }, 8000)
+    deadline.unref()
+    machine.close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        log.error({ err }, 'error while shutting down')
+        process.exit(1)
+      },
+    )
+  }
+  process.once('SIGTERM', () => shutdown('SIGTERM'))
+  process.once('SIGINT', () => shutdown('SIGINT'))
+
+  try {
+    await machine.listen()
+  } catch (err) {
+    log.fatal({ err }, 'cannot start')
+    process.exit(1)
+  }
+}
+
+void main()
