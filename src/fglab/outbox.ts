@@ -19,7 +19,8 @@ export type OutboxEntry =
 interface Queue {
   entries: OutboxEntry[]
   running: boolean
-  idle: Array<() => void>
+  /** Waiting for the queue to empty: told true when it did, false when the outbox closed first. */
+  idle: Array<(allSent: boolean) => void>
 }
 
 export interface OutboxOptions {
@@ -59,10 +60,14 @@ export class Outbox {
     if (!q.running) void this.#run(experimentId, q)
   }
 
-  /** Resolves once every report queued so far for this experiment is acknowledged or dropped. */
-  drain(experimentId: string): Promise<void> {
+  /**
+   * Resolves true once every report queued so far for this experiment is
+   * acknowledged (or refused for good), false if the outbox closed first.
+   */
+  drain(experimentId: string): Promise<boolean> {
     const q = this.#queues.get(experimentId)
-    if (!q || (q.entries.length === 0 && !q.running)) return Promise.resolve()
+    if (!q || (q.entries.length === 0 && !q.running)) return Promise.resolve(true)
+    if (this.#closed.signal.aborted && !q.running) return Promise.resolve(false)
     return new Promise((resolve) => q.idle.push(resolve))
   }
 
@@ -76,6 +81,7 @@ export class Outbox {
   /** Stop sending (on shutdown). Unsent reports stay unsent. */
   close(): void {
     this.#closed.abort()
+    for (const q of this.#queues.values()) if (!q.running) for (const resolve of q.idle.splice(0)) resolve(false)
   }
 
   async #run(experimentId: string, q: Queue): Promise<void> {
@@ -88,10 +94,9 @@ export class Outbox {
       }
     } finally {
       q.running = false
-      if (q.entries.length === 0) {
-        this.#queues.delete(experimentId)
-        for (const resolve of q.idle.splice(0)) resolve()
-      }
+      const allSent = q.entries.length === 0
+      if (allSent) this.#queues.delete(experimentId)
+      for (const resolve of q.idle.splice(0)) resolve(allSent)
     }
   }
 
