@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process'
-import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, copyFileSync, chmodSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, copyFileSync, chmodSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 
@@ -43,6 +43,22 @@ export function ensureBusyboxImage(): string {
     rmSync(root, { recursive: true, force: true })
   }
   return BUSYBOX_IMAGE
+}
+
+/** BUSYBOX_IMAGE with an entrypoint (`echo entrypoint:`), for projects without `command`. */
+export const ENTRYPOINT_IMAGE = 'fgmachine-test/entrypoint:1'
+
+export function ensureEntrypointImage(): string {
+  if (imageExists(ENTRYPOINT_IMAGE)) return ENTRYPOINT_IMAGE
+  ensureBusyboxImage()
+  const ctx = mkdtempSync(path.join(os.tmpdir(), 'fgm-entry-'))
+  try {
+    writeFileSync(path.join(ctx, 'Dockerfile'), `FROM ${BUSYBOX_IMAGE}\nENTRYPOINT ["/bin/echo", "entrypoint:"]\nCMD ["default"]\n`)
+    docker(['build', '-q', '-t', ENTRYPOINT_IMAGE, ctx])
+  } finally {
+    rmSync(ctx, { recursive: true, force: true })
+  }
+  return ENTRYPOINT_IMAGE
 }
 
 /** Is a Docker engine reachable? Integration tests fail loudly when it is not (CI always has one). */

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs'
 import { execFileSync } from 'node:child_process'
 import t from 'tap'
-import { dockerAvailable, ensureBusyboxImage } from '../helpers/images.js'
+import { dockerAvailable, ensureBusyboxImage, ensureEntrypointImage } from '../helpers/images.js'
 import { startHarness, type Harness } from '../helpers/harness.js'
 import { objectId } from '../helpers/ids.js'
 
@@ -192,4 +192,16 @@ t.test('local process mode: kill and a missing command', async (t) => {
   t.match((h.fglab.experiment(missing).fields.FGMachine as Record<string, unknown>).error, /ENOENT/)
   await h.machine.experiments.idle()
   t.equal((await h.capacity('slow')).body.capacity, 2)
+})
+
+t.test("without command, args and options go after the image's entrypoint", async (t) => {
+  const entry = ensureEntrypointImage()
+  const h = await startHarness({ projects: (r) => ({ p: { image: entry, args: 'train', options: 'double-dash', capacity: 1, results: r } }) })
+  t.teardown(() => h.close())
+  const id = objectId()
+  await h.submit('p', { lr: 0.5, _id: id })
+  await h.fglab.waitFinished([id])
+  t.equal(h.fglab.experiment(id).fields._status, 'success')
+  const stdout = h.machine.logHub.backlog(id).map((c) => c.text).join('')
+  t.equal(stdout, `entrypoint: train --lr=0.5 --_id=${id}\n`)
 })

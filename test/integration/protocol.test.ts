@@ -131,3 +131,26 @@ t.test('GET / over plain HTTP says what this is', async (t) => {
   t.equal(res.status, 200)
   t.match(await res.json(), { name: 'fgmachine' })
 })
+
+t.test('a log viewer that stops reading is dropped; the experiment is not slowed and memory stays bounded', async (t) => {
+  const script = 'yes 0123456789abcdef0123456789abcdef0123456789abcdef | head -c 40000000; echo end'
+  const h = await startHarness({ projects: (r) => ({ p: { image, command: 'sh', args: ['-c', script], capacity: 1, results: r } }) })
+  t.teardown(() => h.close())
+  const ws = new WebSocket(h.url.replace('http', 'ws') + '/')
+  await new Promise((resolve) => ws.once('open', resolve))
+  const closed = new Promise<number>((resolve) => ws.once('close', (code) => resolve(code)))
+  const id = objectId()
+  ws.send(`experiments:${id}`)
+  // Stop reading: the server's send buffer for this viewer can only grow.
+  const raw = (ws as unknown as { _socket: import('node:net').Socket })._socket
+  await new Promise((r) => setTimeout(r, 100))
+  raw.pause()
+  await h.submit('p', { _id: id })
+  await h.fglab.waitFinished([id], 60_000)
+  t.equal(h.fglab.experiment(id).fields._status, 'success', 'the experiment ran to its end while the viewer was stuck')
+  t.equal(h.machine.logHub.stats(id)?.subscribers ?? 0, 0, 'the stuck viewer was dropped')
+  t.ok((h.machine.logHub.stats(id)?.bytes ?? 0) <= 4 * 1024 * 1024, 'the backlog stays within its bound')
+  t.ok(h.logs.find('closing a log viewer that fell behind'), 'and that is logged')
+  raw.resume()
+  t.equal(await closed, 1013, 'the viewer is told why (1013, try again later)')
+})
