@@ -3,6 +3,7 @@ import cors from '@fastify/cors'
 import websocket from '@fastify/websocket'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import { ZodError } from 'zod'
+import { gpuRoutes } from './api/gpu-routes.js'
 import { logSocket } from './api/log-socket.js'
 import { protocolRoutes } from './api/protocol-routes.js'
 import type { LogHub } from './logs/log-hub.js'
@@ -10,12 +11,14 @@ import type { ProjectStore } from './projects/store.js'
 import { ProjectsFileError } from './projects/store.js'
 import type { ExperimentManager } from './runner/experiment-manager.js'
 import type { Scheduler } from './scheduler/scheduler.js'
+import type { GpuDevice } from './gpu/nvidia-smi.js'
 
 export interface AppServices {
   projects: ProjectStore
   scheduler: Scheduler
   experiments: ExperimentManager
   logHub: LogHub
+  gpus?: readonly GpuDevice[]
   machineUrl: string
   machineId: () => string | undefined
   hostname?: string
@@ -59,6 +62,7 @@ export async function buildApp(services: AppServices, opts: AppOptions = {}): Pr
     machineId: services.machineId,
     hostname: services.hostname ?? os.hostname(),
   })
+  gpuRoutes(app, services.gpus ?? [], services.scheduler)
   logSocket(app, services.logHub)
   return app
 }

@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs'
 import path from 'node:path'
 import { z } from 'zod'
+import { parseOverride } from './gpu/discovery.js'
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
 
@@ -35,6 +36,17 @@ const EnvSchema = z.object({
   FGMACHINE_DATA_DIR: z.string().trim().min(1).default('.'),
   DOCKER_HOST: z.string().trim().optional(),
   LOG_LEVEL: z.enum(LOG_LEVELS, { error: `LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}` }).default('info'),
+  FGMACHINE_GPUS: z
+    .string()
+    .trim()
+    .optional()
+    .superRefine((v, ctx) => {
+      try {
+        parseOverride(v)
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: (err as Error).message })
+      }
+    }),
   FGMACHINE_KILL_GRACE_S: z.coerce
     .number({ error: 'FGMACHINE_KILL_GRACE_S must be a number of seconds' })
     .min(0, 'FGMACHINE_KILL_GRACE_S must be a number of seconds, 0 or more')
@@ -51,9 +63,12 @@ export interface Config {
   dockerHost: string | undefined
   logLevel: (typeof LOG_LEVELS)[number]
   killGraceMs: number
+  /** FGMACHINE_GPUS as written: "none", indices/UUIDs, or undefined for every GPU nvidia-smi lists. */
+  gpus: string | undefined
 }
 
 export class ConfigError extends Error {
+  override readonly name = 'ConfigError'
   readonly code = 'FGM_CONFIG'
   constructor(readonly problems: string[]) {
     super(`Invalid configuration:\n  - ${problems.join('\n  - ')}`)
@@ -97,6 +112,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     dockerHost: e.DOCKER_HOST,
     logLevel: e.LOG_LEVEL,
     killGraceMs: Math.round(e.FGMACHINE_KILL_GRACE_S * 1000),
+    gpus: e.FGMACHINE_GPUS,
   }
 }
 

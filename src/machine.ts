@@ -16,6 +16,8 @@ import { ExperimentManager } from './runner/experiment-manager.js'
 import { ProcessRuntime } from './runner/process-runtime.js'
 import { Scheduler } from './scheduler/scheduler.js'
 import type { Backoff, Sleep } from './util/retry.js'
+import { discoverGpus, type NvidiaSmi } from './gpu/discovery.js'
+import type { GpuDevice } from './gpu/nvidia-smi.js'
 
 export interface MachineOptions {
   log: Logger
@@ -25,6 +27,8 @@ export interface MachineOptions {
   backoff?: Backoff
   sleep?: Sleep
   resultsStableMs?: number
+  /** How nvidia-smi is run (tests put a stand-in here or on PATH). */
+  nvidiaSmi?: NvidiaSmi
 }
 
 export interface Machine {
@@ -35,6 +39,7 @@ export interface Machine {
   registration: Registration
   outbox: Outbox
   logHub: LogHub
+  gpus: GpuDevice[]
   /** Listen on the configured host and port; returns the address. */
   listen(): Promise<string>
   /** Stop accepting work, stop running experiments, report them, let go of everything. */
@@ -44,12 +49,13 @@ export interface Machine {
 /** Wire every service from the configuration. Nothing listens and nothing runs until `listen()`. */
 export async function createMachine(config: Config, opts: MachineOptions): Promise<Machine> {
   const log = opts.log
+  const gpus = await discoverGpus({ log: log.child({ component: 'gpus' }), override: config.gpus, nvidiaSmi: opts.nvidiaSmi })
   const client = new FglabClient({ url: config.fglabUrl })
   const registration = new Registration({
     client,
     log: log.child({ component: 'registration' }),
     specsFile: path.join(config.dataDir, 'specs.json'),
-    specs: () => machineSpecs(config.machineUrl),
+    specs: () => machineSpecs(config.machineUrl, gpus),
     backoff: opts.backoff,
     sleep: opts.sleep,
   })
@@ -58,7 +64,7 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
   if (opts.sleep) outboxOpts.sleep = opts.sleep
   const outbox = new Outbox(client, log.child({ component: 'outbox' }), outboxOpts)
   const projects = new ProjectStore(config.projectsPath, log.child({ component: 'projects' }))
-  const scheduler = new Scheduler()
+  const scheduler = new Scheduler(gpus.map((g) => g.index))
   const logHub = new LogHub()
   const docker = opts.containerClient ?? new DockerContainerClient(config.dockerHost)
   const experiments = new ExperimentManager({
@@ -72,7 +78,7 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
     resultsStableMs: opts.resultsStableMs,
   })
   const app = await buildApp(
-    { projects, scheduler, experiments, logHub, machineUrl: config.machineUrl, machineId: () => registration.machineId },
+    { projects, scheduler, experiments, logHub, gpus, machineUrl: config.machineUrl, machineId: () => registration.machineId },
     { logger: log },
   )
 
@@ -85,15 +91,13 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
     registration,
     outbox,
     logHub,
+    gpus,
     async listen() {
       await registration.start()
       projects.on('change', (raw) => registration.updateProjects(raw))
       await projects.reload()
       await projects.watch()
-      docker.ping().then(
-        () => log.info('Docker is reachable'),
-        (err: Error) => log.warn({ err: err.message }, 'Docker is not reachable: container projects will fail until it is'),
-      )
+      void checkDocker(docker, projects, log)
       const address = await app.listen({ host: config.host, port: config.port })
       started = true
       log.info({ address, advertised: config.machineUrl, fglab: client.baseUrl }, 'FGMachine listening')
@@ -108,5 +112,24 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
       outbox.close()
       await client.close()
     },
+  }
+}
+
+/** Say at start what will not work: no Docker, or GPU projects on an engine without the NVIDIA runtime. */
+async function checkDocker(docker: ContainerClient, projects: ProjectStore, log: Logger): Promise<void> {
+  let runtimes: string[]
+  try {
+    runtimes = await docker.runtimes()
+  } catch (err) {
+    log.warn({ err: (err as Error).message }, 'Docker is not reachable: container projects will fail until it is')
+    return
+  }
+  log.info({ runtimes }, 'Docker is reachable')
+  const gpuProjects = projects.all().filter((p) => p.image && p.gpu_capacity !== undefined)
+  if (gpuProjects.length > 0 && !runtimes.includes('nvidia')) {
+    log.warn(
+      { projects: gpuProjects.map((p) => p.id), runtimes },
+      'projects ask for GPUs but docker info shows no nvidia runtime: if the NVIDIA Container Toolkit is not installed, their containers will fail to start (could not select device driver "nvidia")',
+    )
   }
 }

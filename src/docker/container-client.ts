@@ -49,6 +49,7 @@ export interface PullProgress {
 
 /** A Docker error, with the engine's status code when it answered. */
 export class DockerError extends Error {
+  override readonly name = 'DockerError'
   readonly code = 'FGM_DOCKER'
   constructor(
     message: string,
@@ -76,4 +77,6 @@ export interface ContainerClient {
   remove(id: string): Promise<void>
   listByLabel(label: string, value?: string): Promise<ContainerSummary[]>
   ping(): Promise<void>
+  /** The OCI runtimes the engine knows (`docker info`), e.g. runc, nvidia. */
+  runtimes(): Promise<string[]>
 }

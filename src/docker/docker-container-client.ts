@@ -43,6 +43,15 @@ export class DockerContainerClient implements ContainerClient {
     }
   }
 
+  async runtimes(): Promise<string[]> {
+    try {
+      const info = (await this.docker.info()) as { Runtimes?: Record<string, unknown> }
+      return Object.keys(info.Runtimes ?? {})
+    } catch (err) {
+      throw dockerError('Docker is not reachable', err)
+    }
+  }
+
   async ensureImage(image: string, onProgress?: (p: PullProgress) => void): Promise<void> {
     try {
       await this.docker.getImage(image).inspect()

@@ -3,6 +3,7 @@ import { openAsBlob } from 'node:fs'
 
 /** A call to FGLab that did not succeed. */
 export class FglabError extends Error {
+  override readonly name = 'FglabError'
   readonly code = 'FGM_FGLAB'
   constructor(
     message: string,

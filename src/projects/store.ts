@@ -6,6 +6,7 @@ import type { Logger } from 'pino'
 import { parseProjects, projectTemplate, type Project } from './schema.js'
 
 export class ProjectsFileError extends Error {
+  override readonly name = 'ProjectsFileError'
   readonly code = 'FGM_PROJECTS_FILE'
 }
 

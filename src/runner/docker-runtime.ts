@@ -7,6 +7,9 @@ import type { ExitInfo, LaunchSpec, RunHandle, Runtime } from './runtime.js'
 /** Maps a path FGMachine sees to the path the Docker host sees (identity unless FGMachine runs in a container). */
 export type HostPathMapper = (localPath: string) => string
 
+/** Variables that choose GPUs: set by the allocation alone. */
+const GPU_ENV = new Set(['NVIDIA_VISIBLE_DEVICES', 'CUDA_VISIBLE_DEVICES'])
+
 /** Each experiment in a sibling container, its results folder bind-mounted at the same path. */
 export class DockerRuntime implements Runtime {
   readonly kind = 'docker' as const
@@ -28,12 +31,16 @@ export class DockerRuntime implements Runtime {
       [LABELS.gpus]: gpusLabel(spec.lease.gpus),
       [LABELS.results]: spec.resultsDir,
     }
+    // The GPUs are the lease's and nobody else's: the project's env cannot widen them,
+    // and a container without GPUs gets none even where nvidia is the default runtime.
+    const env = Object.entries(spec.env).filter(([k]) => !GPU_ENV.has(k))
+    if (spec.lease.gpus.length === 0) env.push(['NVIDIA_VISIBLE_DEVICES', 'void'])
     return {
       name: `fgmachine-${spec.experimentId}`,
       image: p.image!,
       cmd: p.command ? [p.command, ...spec.argv] : spec.argv,
       workingDir: p.cwd,
-      env: Object.entries(spec.env).map(([k, v]) => `${k}=${v}`),
+      env: env.map(([k, v]) => `${k}=${v}`),
       labels,
       binds: [`${this.hostPath(spec.resultsDir)}:${spec.resultsDir}`, ...p.volumes],
       shmSizeBytes: p.shm_size,

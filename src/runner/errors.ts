@@ -1,5 +1,6 @@
 /** Errors the API maps to PROTOCOL.md's answers. */
 export class NoCapacityError extends Error {
+  override readonly name = 'NoCapacityError'
   readonly code = 'FGM_NO_CAPACITY'
   readonly statusCode = 501
   constructor() {
@@ -9,16 +10,19 @@ export class NoCapacityError extends Error {
 }
 
 export class BadRequestError extends Error {
+  override readonly name = 'BadRequestError'
   readonly code = 'FGM_BAD_REQUEST'
   readonly statusCode = 400
 }
 
 export class NotFoundError extends Error {
+  override readonly name = 'NotFoundError'
   readonly code = 'FGM_NOT_FOUND'
   readonly statusCode = 404
 }
 
 export class ConflictError extends Error {
+  override readonly name = 'ConflictError'
   readonly code = 'FGM_CONFLICT'
   readonly statusCode = 409
 }

@@ -69,6 +69,7 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     dockerHost: process.env.DOCKER_HOST,
     logLevel: 'debug',
     killGraceMs: 2000,
+    gpus: 'none',
     ...opts.config,
   }
   const machine = await createMachine(config, {

@@ -31,6 +31,7 @@ function setup(t: Test, fglabUrl: string) {
     dockerHost: process.env.DOCKER_HOST,
     logLevel: 'debug',
     killGraceMs: 1000,
+    gpus: 'none',
   }
   return { dir, config }
 }
