@@ -5,19 +5,23 @@ import { parseOverride } from './gpu/discovery.js'
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
 
-const httpUrl = (name: string, fix: string) =>
-  z
-    .string({ error: `${name} is required: ${fix}` })
-    .trim()
-    .min(1, `${name} is required: ${fix}`)
-    .refine((v) => {
-      try {
-        const u = new URL(v)
-        return u.protocol === 'http:' || u.protocol === 'https:'
-      } catch {
-        return false
-      }
-    }, `${name} must be an http(s) URL with host and port, e.g. ${fix}`)
+/** A required http(s) URL; exactly one problem per variable, saying what to set. */
+const httpUrl = (name: string, what: string, example: string) =>
+  z.string({ error: `${name} is required: set it to ${what}, e.g. ${example}` }).superRefine((raw, ctx) => {
+    const v = raw.trim()
+    if (v === '') {
+      ctx.addIssue({ code: 'custom', message: `${name} is required: set it to ${what}, e.g. ${example}` })
+      return
+    }
+    let ok: boolean
+    try {
+      const u = new URL(v)
+      ok = (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname !== ''
+    } catch {
+      ok = false
+    }
+    if (!ok) ctx.addIssue({ code: 'custom', message: `${name} must be an http(s) URL with host and port, e.g. ${example}` })
+  })
 
 const port = (name: string) =>
   z.coerce
@@ -28,8 +32,8 @@ const port = (name: string) =>
 
 /** The environment, as FGMachine reads it. One schema, parsed once at start. */
 const EnvSchema = z.object({
-  FGLAB_URL: httpUrl('FGLAB_URL', 'set it to the FGLab server, e.g. http://fglab.example:5080'),
-  FGMACHINE_URL: httpUrl('FGMACHINE_URL', 'set it to the address FGLab and browsers use to reach this machine, e.g. http://gpu-box-1:5081'),
+  FGLAB_URL: httpUrl('FGLAB_URL', 'the FGLab server', 'http://fglab.example:5080'),
+  FGMACHINE_URL: httpUrl('FGMACHINE_URL', 'the address FGLab and browsers use to reach this machine', 'http://gpu-box-1:5081'),
   HOST: z.string().trim().min(1).default('0.0.0.0'),
   PORT: port('PORT').optional(),
   FGMACHINE_PROJECTS: z.string().trim().min(1).default('projects.json'),
@@ -101,10 +105,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     throw new ConfigError(parsed.error.issues.map((i) => i.message))
   }
   const e = parsed.data
-  const machineUrl = new URL(e.FGMACHINE_URL)
+  const machineUrl = new URL(e.FGMACHINE_URL.trim())
   return {
-    fglabUrl: e.FGLAB_URL.replace(/\/+$/, ''),
-    machineUrl: e.FGMACHINE_URL.replace(/\/+$/, ''),
+    fglabUrl: e.FGLAB_URL.trim().replace(/\/+$/, ''),
+    machineUrl: e.FGMACHINE_URL.trim().replace(/\/+$/, ''),
     host: e.HOST,
     port: e.PORT ?? defaultPort(machineUrl),
     projectsPath: path.resolve(cwd, e.FGMACHINE_PROJECTS),

@@ -89,7 +89,8 @@ export class Outbox {
     try {
       while (q.entries.length > 0 && !this.#closed.signal.aborted) {
         const entry = q.entries[0]!
-        await this.#deliver(experimentId, entry)
+        // Not delivered means the outbox closed: the entry stays unsent.
+        if (!(await this.#deliver(experimentId, entry))) break
         q.entries.shift()
       }
     } finally {
@@ -100,26 +101,28 @@ export class Outbox {
     }
   }
 
-  async #deliver(experimentId: string, entry: OutboxEntry): Promise<void> {
+  /** Send one entry until FGLab acknowledges or refuses it for good (true), or the outbox closes (false). */
+  async #deliver(experimentId: string, entry: OutboxEntry): Promise<boolean> {
     for (let attempt = 0; !this.#closed.signal.aborted; attempt++) {
       try {
         await this.#send(experimentId, entry)
-        return
+        return true
       } catch (err) {
         const what = describe(entry)
         if (!isRetryable(err)) {
           this.log.error({ experimentId, report: what, err: (err as Error).message }, 'FGLab refused a report; dropping it')
-          return
+          return true
         }
         const wait = backoffDelay(attempt, this.#backoff)
         this.log.warn({ experimentId, report: what, attempt: attempt + 1, retryInMs: wait, err: (err as Error).message }, 'report to FGLab failed; will retry')
         try {
           await this.#sleep(wait, this.#closed.signal)
         } catch {
-          return
+          return false
         }
       }
     }
+    return false
   }
 
   async #send(id: string, entry: OutboxEntry): Promise<void> {

@@ -31,6 +31,8 @@ class Backlog {
   lines = 0
   bytes = 0
   ended = false
+  /** Ended and pushed out of the kept set: goes as soon as nobody watches. */
+  expired = false
   subscribers = new Set<LogSubscriber>()
 }
 
@@ -86,7 +88,10 @@ export class LogHub {
       }
     }
     log.subscribers.add(sub)
-    return () => log.subscribers.delete(sub)
+    return () => {
+      log.subscribers.delete(sub)
+      this.#forgetIfUnused(experimentId, log)
+    }
   }
 
   /** The experiment ended: keep its backlog a while for late viewers, bounded by count. */
@@ -98,8 +103,17 @@ export class LogHub {
     while (this.#ended.length > this.#keepEnded) {
       const old = this.#ended.shift()!
       const l = this.#logs.get(old)
-      if (l && l.subscribers.size === 0) this.#logs.delete(old)
+      if (l) {
+        l.expired = true
+        this.#forgetIfUnused(old, l)
+      }
     }
+  }
+
+  /** Drop a backlog nobody needs: expired and unwatched, or never written to and unwatched. */
+  #forgetIfUnused(id: string, log: Backlog): void {
+    if (log.subscribers.size > 0 || this.#logs.get(id) !== log) return
+    if (log.expired || (!log.ended && log.chunks.length === log.head)) this.#logs.delete(id)
   }
 
   backlog(experimentId: string): readonly LogChunk[] {

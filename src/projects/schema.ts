@@ -62,7 +62,7 @@ export const ProjectEntrySchema = z
     user: z.string().min(1).optional(),
   })
   .superRefine((p, ctx) => {
-    if (!p.image && !p.command) {
+    if (!p.image && p.command === undefined) {
       ctx.addIssue({ code: 'custom', path: ['command'], message: 'command is required for a local project (or set image to run it in a container)' })
     }
     if (p.gpu_capacity !== undefined && !p.gpu_command && !p.image) {
