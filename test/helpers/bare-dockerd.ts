@@ -16,14 +16,17 @@ function dockerAt(host: string, args: string[], input?: Buffer): string {
 /**
  * A second Docker engine, started without the NVIDIA hook on its PATH: what a
  * host without the NVIDIA Container Toolkit has. The named images are copied
- * into it from the main engine. Needs root, as dockerd does (CI runs as root).
+ * into it from the main engine. Needs root, as dockerd does (CI runs as root),
+ * and runs in its own network namespace, so it cannot touch the main engine's networks.
  */
 export async function startBareDockerd(images: string[]): Promise<BareDockerd> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'fgm-bare-dockerd-'))
   const host = `unix://${dir}/docker.sock`
+  // In a network namespace of its own: a dockerd started with --bridge=none deletes
+  // any `docker0` it sees, which would take the main engine's bridge away.
   const child = spawn(
-    'dockerd',
-    ['--data-root', `${dir}/data`, '--exec-root', `${dir}/exec`, '--pidfile', `${dir}/pid`, '-H', host, '--bridge=none', '--iptables=false', '--ip-masq=false'],
+    'unshare',
+    ['--net', '--', 'dockerd', '--data-root', `${dir}/data`, '--exec-root', `${dir}/exec`, '--pidfile', `${dir}/pid`, '-H', host, '--bridge=none', '--iptables=false', '--ip-masq=false'],
     { env: { ...process.env, PATH: '/usr/sbin:/usr/bin:/sbin:/bin' }, stdio: ['ignore', 'ignore', 'pipe'], detached: true },
   )
   let stderr = ''
