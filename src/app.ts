@@ -4,6 +4,7 @@ import websocket from '@fastify/websocket'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import { ZodError } from 'zod'
 import { gpuRoutes } from './api/gpu-routes.js'
+import { healthRoutes, type HealthProbes } from './api/health-routes.js'
 import { logSocket } from './api/log-socket.js'
 import { protocolRoutes } from './api/protocol-routes.js'
 import type { LogHub } from './logs/log-hub.js'
@@ -22,6 +23,7 @@ export interface AppServices {
   machineUrl: string
   machineId: () => string | undefined
   hostname?: string
+  health?: Omit<HealthProbes, 'machineId'>
 }
 
 export interface AppOptions {
@@ -63,6 +65,7 @@ export async function buildApp(services: AppServices, opts: AppOptions = {}): Pr
     hostname: services.hostname ?? os.hostname(),
   })
   gpuRoutes(app, services.gpus ?? [], services.scheduler)
+  if (services.health) healthRoutes(app, { ...services.health, machineId: services.machineId })
   logSocket(app, services.logHub)
   return app
 }

@@ -5,6 +5,7 @@ import { buildApp } from './app.js'
 import type { Config } from './config.js'
 import type { ContainerClient } from './docker/container-client.js'
 import { DockerContainerClient } from './docker/docker-container-client.js'
+import { detectHostPaths, HostPaths } from './docker/host-paths.js'
 import { FglabClient } from './fglab/client.js'
 import { Outbox, type OutboxOptions } from './fglab/outbox.js'
 import { Registration } from './fglab/registration.js'
@@ -67,18 +68,36 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
   const scheduler = new Scheduler(gpus.map((g) => g.index))
   const logHub = new LogHub()
   const docker = opts.containerClient ?? new DockerContainerClient(config.dockerHost)
+  // Known once listen() has looked; until then paths are the host's.
+  let hostPaths = HostPaths.onHost
+  projects.addCheck((p) => {
+    const problem = p.image ? hostPaths.problem(p.resultsDir, 'results') : undefined
+    return problem ? { field: 'results', message: problem } : undefined
+  })
   const experiments = new ExperimentManager({
     scheduler,
     logHub,
     outbox,
-    runtimes: { docker: new DockerRuntime(docker, log.child({ component: 'docker' })), process: new ProcessRuntime() },
+    runtimes: {
+      docker: new DockerRuntime(docker, log.child({ component: 'docker' }), (p) => hostPaths.toHost(p) ?? p),
+      process: new ProcessRuntime(),
+    },
     log: log.child({ component: 'experiments' }),
     machineId: () => registration.machineId,
     killGraceMs: config.killGraceMs,
     resultsStableMs: opts.resultsStableMs,
   })
   const app = await buildApp(
-    { projects, scheduler, experiments, logHub, gpus, machineUrl: config.machineUrl, machineId: () => registration.machineId },
+    {
+      projects,
+      scheduler,
+      experiments,
+      logHub,
+      gpus,
+      machineUrl: config.machineUrl,
+      machineId: () => registration.machineId,
+      health: { docker: () => docker.ping(), fglab: () => client.ping() },
+    },
     { logger: log },
   )
 
@@ -93,6 +112,7 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
     logHub,
     gpus,
     async listen() {
+      hostPaths = await detectHostPaths(docker, log.child({ component: 'docker' }))
       await registration.start()
       projects.on('change', (raw) => registration.updateProjects(raw))
       await projects.reload()

@@ -41,6 +41,23 @@ export interface ContainerSummary {
   labels: Record<string, string>
 }
 
+/** A mount of a container: a bind mount or a volume, as the host sees it. */
+export interface ContainerMount {
+  type: string
+  /** The host's path (for a volume, its folder on the host). */
+  source: string
+  /** The path inside the container. */
+  destination: string
+  /** A volume's name. */
+  name?: string
+}
+
+export interface ContainerDetails {
+  id: string
+  name: string
+  mounts: ContainerMount[]
+}
+
 export interface PullProgress {
   status: string
   id?: string
@@ -76,6 +93,8 @@ export interface ContainerClient {
   stop(id: string, graceS: number): Promise<void>
   remove(id: string): Promise<void>
   listByLabel(label: string, value?: string): Promise<ContainerSummary[]>
+  /** A container by id or name; undefined when the engine does not know it. */
+  inspectContainer(idOrName: string): Promise<ContainerDetails | undefined>
   ping(): Promise<void>
   /** The OCI runtimes the engine knows (`docker info`), e.g. runc, nvidia. */
   runtimes(): Promise<string[]>

@@ -4,6 +4,7 @@ import Docker from 'dockerode'
 import {
   DockerError,
   type ContainerClient,
+  type ContainerDetails,
   type ContainerExit,
   type ContainerOutput,
   type ContainerSpec,
@@ -179,6 +180,20 @@ export class DockerContainerClient implements ContainerClient {
     } catch (err) {
       if ((err as { statusCode?: number }).statusCode === 404) return
       throw dockerError('cannot remove container', err)
+    }
+  }
+
+  async inspectContainer(idOrName: string): Promise<ContainerDetails | undefined> {
+    try {
+      const info = await this.docker.getContainer(idOrName).inspect()
+      return {
+        id: info.Id,
+        name: info.Name.replace(/^\//, ''),
+        mounts: (info.Mounts ?? []).map((m) => ({ type: m.Type, source: m.Source, destination: m.Destination, name: m.Name })),
+      }
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode === 404) return undefined
+      throw dockerError(`cannot inspect container ${idOrName}`, err)
     }
   }
 

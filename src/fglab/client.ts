@@ -96,6 +96,22 @@ export class FglabClient {
     return this.#call('PUT', `/api/v1/experiments/${encodeURIComponent(id)}/finished`)
   }
 
+  /** Is FGLab answering at all? Any HTTP answer counts; only a failure to connect (or a time-out) does not. */
+  async ping(timeoutMs = 3000): Promise<boolean> {
+    try {
+      const res = await fetch(this.baseUrl + '/', {
+        method: 'HEAD',
+        headers: this.#auth ? { authorization: this.#auth } : {},
+        dispatcher: this.#dispatcher,
+        signal: AbortSignal.timeout(timeoutMs),
+      })
+      await res.body?.cancel()
+      return true
+    } catch {
+      return false
+    }
+  }
+
   async close(): Promise<void> {
     await this.#dispatcher.close()
   }

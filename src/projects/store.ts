@@ -5,6 +5,9 @@ import { watch, type FSWatcher } from 'chokidar'
 import type { Logger } from 'pino'
 import { parseProjects, projectTemplate, type Project } from './schema.js'
 
+/** A machine-specific rule for projects: the problem (field and why), or undefined when the project may run. */
+export type ProjectCheck = (project: Project) => { field: string; message: string } | undefined
+
 export class ProjectsFileError extends Error {
   override readonly name = 'ProjectsFileError'
   readonly code = 'FGM_PROJECTS_FILE'
@@ -22,6 +25,7 @@ export class ProjectStore extends EventEmitter<{ change: [Record<string, unknown
   #raw: Record<string, unknown> = {}
   #watcher: FSWatcher | undefined
   #writing = Promise.resolve()
+  #checks: ProjectCheck[] = []
 
   constructor(
     readonly file: string,
@@ -29,6 +33,14 @@ export class ProjectStore extends EventEmitter<{ change: [Record<string, unknown
     private readonly baseDir = process.cwd(),
   ) {
     super()
+  }
+
+  /**
+   * Add a check that valid entries must also pass on this machine (e.g. a
+   * results folder shared with sibling containers). Applies from the next reload.
+   */
+  addCheck(check: ProjectCheck): void {
+    this.#checks.push(check)
   }
 
   get(id: string): Project | undefined {
@@ -75,6 +87,15 @@ export class ProjectStore extends EventEmitter<{ change: [Record<string, unknown
 
   #apply(raw: Record<string, unknown>): void {
     const { projects, problems } = parseProjects(raw, this.baseDir)
+    for (const [id, project] of projects) {
+      for (const check of this.#checks) {
+        const problem = check(project)
+        if (!problem) continue
+        problems.push({ projectId: id, ...problem })
+        projects.delete(id)
+        break
+      }
+    }
     for (const p of problems) {
       this.log.error({ projectId: p.projectId, field: p.field, reason: p.message }, `project ${p.projectId} left out: ${p.field ? p.field + ': ' : ''}${p.message}`)
     }

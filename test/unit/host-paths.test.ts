@@ -1,0 +1,75 @@
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import pino from 'pino'
+import t from 'tap'
+import type { ContainerClient, ContainerDetails } from '../../src/docker/container-client.js'
+import { detectHostPaths, HostPaths, ownContainerId } from '../../src/docker/host-paths.js'
+import { LogSink } from '../helpers/harness.js'
+
+const ID = 'a'.repeat(12) + '0123456789abcdef'.repeat(3) + 'b'.repeat(4)
+
+// Lines as /proc/self/mountinfo shows them in a Docker container (overlay2, cgroup v1 host).
+const MOUNTINFO = `1320 1197 0:112 / / rw,relatime master:590 - overlay overlay rw,lowerdir=/var/lib/docker/overlay2/l/X:/var/lib/docker/overlay2/l/Y,upperdir=/var/lib/docker/overlay2/abc/diff,workdir=/var/lib/docker/overlay2/abc/work
+1321 1320 0:115 / /proc rw,nosuid,nodev,noexec,relatime - proc proc rw
+1330 1320 8:1 /var/lib/docker/containers/${ID}/resolv.conf /etc/resolv.conf rw,relatime - ext4 /dev/sda1 rw
+1331 1320 8:1 /var/lib/docker/containers/${ID}/hostname /etc/hostname rw,relatime - ext4 /dev/sda1 rw
+1332 1320 8:1 /srv/fgm /data rw,relatime - ext4 /dev/sda1 rw
+`
+
+t.test('own container id from mountinfo, else from cgroup v1 lines; none on the host', async (t) => {
+  t.equal(ownContainerId(MOUNTINFO, ''), ID)
+  t.equal(ownContainerId('', `12:memory:/docker/${ID}\n0::/\n`), ID)
+  t.equal(ownContainerId('', `1:name=systemd:/system.slice/docker-${ID}.scope\n`), ID)
+  t.equal(ownContainerId('1 0 8:1 / / rw - ext4 /dev/sda1 rw\n', '0::/user.slice/user-1000.slice/session-3.scope\n'), undefined)
+})
+
+t.test('paths map through the mount that holds them, the longest first', async (t) => {
+  const hp = HostPaths.inContainer(ID, [
+    { type: 'bind', source: '/srv/fgm', destination: '/data' },
+    { type: 'volume', source: '/var/lib/docker/volumes/res/_data', destination: '/data/results', name: 'res' },
+    { type: 'bind', source: '/var/run/docker.sock', destination: '/var/run/docker.sock' },
+  ])
+  t.ok(hp.inContainer)
+  t.equal(hp.toHost('/data/results/5f0c'), '/var/lib/docker/volumes/res/_data/5f0c', 'a named volume, by its folder on the host')
+  t.equal(hp.toHost('/data/other/x'), '/srv/fgm/other/x')
+  t.equal(hp.toHost('/data'), '/srv/fgm')
+  t.equal(hp.toHost('/database/x'), undefined, 'a prefix of the name is not a parent folder')
+  t.equal(hp.toHost('/tmp/results'), undefined)
+  t.equal(hp.toHost('/data/results/../../etc'), undefined, 'resolved first: no escape through ..')
+  t.equal(hp.problem('/data/results', 'results'), undefined)
+  t.match(hp.problem('/tmp/results', 'results'), /results \/tmp\/results is inside FGMachine's container only.*docker run -v \/some\/host\/folder:\/tmp\/results/)
+})
+
+t.test('on the host, paths stay as they are', async (t) => {
+  t.notOk(HostPaths.onHost.inContainer)
+  t.equal(HostPaths.onHost.toHost('/anything/at/all'), '/anything/at/all')
+  t.equal(HostPaths.onHost.problem('/x', 'results'), undefined)
+})
+
+function fakeDocker(known: Record<string, ContainerDetails>): ContainerClient {
+  return {
+    async inspectContainer(id: string) {
+      return known[id] ?? Object.values(known).find((c) => c.id.startsWith(id))
+    },
+  } as unknown as ContainerClient
+}
+
+t.test('detection inspects its own container through the engine', async (t) => {
+  const proc = mkdtempSync(path.join(os.tmpdir(), 'fgm-proc-'))
+  t.teardown(() => rmSync(proc, { recursive: true, force: true }))
+  mkdirSync(path.join(proc, 'self'))
+  writeFileSync(path.join(proc, 'self/mountinfo'), MOUNTINFO)
+  writeFileSync(path.join(proc, 'self/cgroup'), '0::/\n')
+  const sink = new LogSink()
+  const log = pino({ level: 'debug' }, sink)
+  const mounts = [{ type: 'bind', source: '/srv/fgm', destination: '/data' }]
+  const hp = await detectHostPaths(fakeDocker({ [ID]: { id: ID, name: 'fgmachine', mounts } }), log, proc)
+  t.equal(hp.containerId, ID)
+  t.equal(hp.toHost('/data/results/x'), '/srv/fgm/results/x')
+  t.ok(sink.find('FGMachine runs in a container: experiment paths are translated through its mounts'))
+
+  const unknown = await detectHostPaths(fakeDocker({}), log, proc)
+  t.notOk(unknown.inContainer, 'a container the engine does not know: paths as they are')
+  t.ok(sink.find(/does not know/), 'and it says so')
+})
