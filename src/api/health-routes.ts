@@ -3,8 +3,8 @@ import type { FastifyInstance } from 'fastify'
 export interface HealthProbes {
   /** Resolves when Docker answers; rejects with the reason otherwise. */
   docker: () => Promise<void>
-  /** Whether FGLab answers. */
-  fglab: () => Promise<boolean>
+  /** Resolves when FGLab answers; rejects with the reason otherwise. */
+  fglab: () => Promise<void>
   machineId: () => string | undefined
 }
 
@@ -15,6 +15,13 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([p, late])
 }
 
+function probe(p: Promise<void>, what: string): Promise<{ ok: true } | { ok: false; error: string }> {
+  return withTimeout(p, 3000, what).then(
+    () => ({ ok: true as const }),
+    (err: Error) => ({ ok: false as const, error: err.message }),
+  )
+}
+
 /**
  * `GET /health`: 200 while FGMachine can run experiments (Docker answers),
  * `"status": "degraded"` when FGLab does not (reports wait in the outbox);
@@ -22,14 +29,8 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
  */
 export function healthRoutes(app: FastifyInstance, probes: HealthProbes): void {
   app.get('/health', async (_req, reply) => {
-    const [docker, fglab] = await Promise.all([
-      withTimeout(probes.docker(), 3000, 'Docker').then(
-        () => ({ ok: true as const }),
-        (err: Error) => ({ ok: false as const, error: err.message }),
-      ),
-      probes.fglab().catch(() => false),
-    ])
-    const status = !docker.ok ? 'unhealthy' : fglab ? 'ok' : 'degraded'
-    return reply.status(docker.ok ? 200 : 503).send({ status, docker, fglab: { ok: fglab }, machine_id: probes.machineId() ?? null })
+    const [docker, fglab] = await Promise.all([probe(probes.docker(), 'Docker'), probe(probes.fglab(), 'FGLab')])
+    const status = !docker.ok ? 'unhealthy' : fglab.ok ? 'ok' : 'degraded'
+    return reply.status(docker.ok ? 200 : 503).send({ status, docker, fglab, machine_id: probes.machineId() ?? null })
   })
 }

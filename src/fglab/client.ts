@@ -96,8 +96,8 @@ export class FglabClient {
     return this.#call('PUT', `/api/v1/experiments/${encodeURIComponent(id)}/finished`)
   }
 
-  /** Is FGLab answering at all? Any HTTP answer counts; only a failure to connect (or a time-out) does not. */
-  async ping(timeoutMs = 3000): Promise<boolean> {
+  /** Is FGLab answering at all? Any HTTP answer counts; only a failure to connect (or a time-out) does not: it throws. */
+  async ping(timeoutMs = 3000): Promise<void> {
     try {
       const res = await fetch(this.baseUrl + '/', {
         method: 'HEAD',
@@ -106,9 +106,9 @@ export class FglabClient {
         signal: AbortSignal.timeout(timeoutMs),
       })
       await res.body?.cancel()
-      return true
-    } catch {
-      return false
+    } catch (err) {
+      const cause = (err as Error & { cause?: Error }).cause
+      throw new FglabError(`FGLab unreachable (${cause?.message ?? (err as Error).message})`, undefined, true, { cause: err })
     }
   }
 

@@ -61,6 +61,63 @@ export function ensureEntrypointImage(): string {
   return ENTRYPOINT_IMAGE
 }
 
+/**
+ * A stand-in for the official node:24-slim, built from this machine's Node
+ * (process.execPath and the libraries it links), npm and busybox: enough to
+ * build the project's Dockerfile offline (`--build-arg NODE_IMAGE=…`).
+ */
+export const NODE_IMAGE = 'fgmachine-test/node:24'
+
+export function ensureNodeImage(): string {
+  if (imageExists(NODE_IMAGE)) return NODE_IMAGE
+  const busybox = ['/bin/busybox', '/usr/bin/busybox'].find((p) => existsSync(p))
+  if (!busybox) throw new Error('busybox is not installed: apt-get install busybox-static (.ci/run does this)')
+  const npmDir = ['/usr/lib/node_modules/npm', '/usr/local/lib/node_modules/npm', path.resolve(path.dirname(process.execPath), '../lib/node_modules/npm')].find((p) =>
+    existsSync(path.join(p, 'bin/npm-cli.js')),
+  )
+  if (!npmDir) throw new Error('npm is not installed where the stand-in node image looks for it')
+  const root = mkdtempSync(path.join(os.tmpdir(), 'fgm-node-'))
+  try {
+    for (const d of ['bin', 'usr/bin', 'usr/local/bin', 'usr/local/lib/node_modules', 'tmp', 'root', 'etc']) mkdirSync(path.join(root, d), { recursive: true })
+    chmodSync(path.join(root, 'tmp'), 0o1777)
+    copyFileSync(busybox, path.join(root, 'bin/busybox'))
+    chmodSync(path.join(root, 'bin/busybox'), 0o755)
+    for (const a of [...APPLETS, 'which', 'grep', 'sed', 'tar', 'gzip', 'find', 'xargs', 'chmod', 'chown', 'ln', 'readlink', 'uname', 'hostname', 'nc', 'wget']) {
+      if (!existsSync(path.join(root, 'bin', a))) symlinkSync('busybox', path.join(root, 'bin', a))
+    }
+    symlinkSync('/bin/busybox', path.join(root, 'usr/bin/env'))
+    copyFileSync(process.execPath, path.join(root, 'usr/local/bin/node'))
+    chmodSync(path.join(root, 'usr/local/bin/node'), 0o755)
+    const libs = execFileSync('ldd', [process.execPath], { encoding: 'utf8' })
+      .split('\n')
+      .map((l) => /(\/\S+) \(0x/.exec(l)?.[1])
+      .filter((l): l is string => Boolean(l))
+    for (const lib of libs) {
+      mkdirSync(path.join(root, path.dirname(lib)), { recursive: true })
+      copyFileSync(lib, path.join(root, lib))
+    }
+    execFileSync('cp', ['-a', npmDir, path.join(root, 'usr/local/lib/node_modules/npm')])
+    symlinkSync('../lib/node_modules/npm/bin/npm-cli.js', path.join(root, 'usr/local/bin/npm'))
+    symlinkSync('../lib/node_modules/npm/bin/npx-cli.js', path.join(root, 'usr/local/bin/npx'))
+    // This machine reaches the npm registry through a TLS proxy whose CA is in the
+    // system bundle: the stand-in trusts what this machine trusts.
+    const caBundle = '/etc/ssl/certs/ca-certificates.crt'
+    const caEnv: string[] = []
+    if (existsSync(caBundle)) {
+      mkdirSync(path.join(root, 'etc/ssl/certs'), { recursive: true })
+      copyFileSync(caBundle, path.join(root, caBundle))
+      caEnv.push('--change', `ENV NODE_EXTRA_CA_CERTS=${caBundle}`, '--change', `ENV npm_config_cafile=${caBundle}`)
+    }
+    writeFileSync(path.join(root, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\nnode:x:1000:1000:node:/home/node:/bin/sh\n')
+    writeFileSync(path.join(root, 'etc/group'), 'root:x:0:\nnode:x:1000:\n')
+    const tar = execFileSync('tar', ['-C', root, '-c', '.'], { maxBuffer: 512 * 1024 * 1024 })
+    docker(['import', '--change', 'ENV PATH=/usr/local/bin:/usr/bin:/bin', '--change', 'ENV HOME=/root', ...caEnv, '--change', 'CMD ["node"]', '-', NODE_IMAGE], tar)
+  } finally {
+    rmSync(root, { recursive: true, force: true })
+  }
+  return NODE_IMAGE
+}
+
 /** Is a Docker engine reachable? Integration tests fail loudly when it is not (CI always has one). */
 export function dockerAvailable(): boolean {
   try {

@@ -154,3 +154,21 @@ t.test('a log viewer that stops reading is dropped; the experiment is not slowed
   raw.resume()
   t.equal(await closed, 1013, 'the viewer is told why (1013, try again later)')
 })
+
+t.test('GET /health says whether Docker and FGLab answer', async (t) => {
+  const h = await startHarness()
+  t.teardown(() => h.close())
+  let res = await fetch(`${h.url}/health`)
+  t.equal(res.status, 200)
+  t.same(await res.json(), { status: 'ok', docker: { ok: true }, fglab: { ok: true }, machine_id: h.machine.registration.machineId })
+  h.fglab.failWith('reset')
+  res = await fetch(`${h.url}/health`)
+  t.equal(res.status, 200, 'FGLab down: still able to run experiments')
+  t.match(await res.json(), { status: 'degraded', fglab: { ok: false, error: /FGLab unreachable/ } })
+
+  const noDocker = await startHarness({ config: { dockerHost: 'unix:///nonexistent/docker.sock' } })
+  t.teardown(() => noDocker.close())
+  res = await fetch(`${noDocker.url}/health`)
+  t.equal(res.status, 503)
+  t.match(await res.json(), { status: 'unhealthy', docker: { ok: false, error: /Docker is not reachable/ } })
+})
