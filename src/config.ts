@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import path from 'node:path'
 import { z } from 'zod'
 import { parseOverride } from './gpu/discovery.js'
@@ -51,6 +51,7 @@ const EnvSchema = z.object({
         ctx.addIssue({ code: 'custom', message: (err as Error).message })
       }
     }),
+  FGMACHINE_TEMPLATE: z.string().trim().optional(),
   FGMACHINE_KILL_GRACE_S: z.coerce
     .number({ error: 'FGMACHINE_KILL_GRACE_S must be a number of seconds' })
     .min(0, 'FGMACHINE_KILL_GRACE_S must be a number of seconds, 0 or more')
@@ -69,6 +70,8 @@ export interface Config {
   killGraceMs: number
   /** FGMACHINE_GPUS as written: "none", indices/UUIDs, or undefined for every GPU nvidia-smi lists. */
   gpus: string | undefined
+  /** FGMACHINE_TEMPLATE: a JSON file with the entry "Add to Machine" writes (default: the seed's blank one). */
+  templatePath: string | undefined
 }
 
 export class ConfigError extends Error {
@@ -117,6 +120,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     logLevel: e.LOG_LEVEL,
     killGraceMs: Math.round(e.FGMACHINE_KILL_GRACE_S * 1000),
     gpus: e.FGMACHINE_GPUS,
+    templatePath: e.FGMACHINE_TEMPLATE ? path.resolve(cwd, e.FGMACHINE_TEMPLATE) : undefined,
   }
 }
 
@@ -126,4 +130,19 @@ export function loadDotEnv(cwd = process.cwd()): string | undefined {
   if (!existsSync(file)) return undefined
   process.loadEnvFile(file)
   return file
+}
+
+/** Read FGMACHINE_TEMPLATE's file: a JSON object. Throws ConfigError naming the variable. */
+export function loadTemplate(file: string | undefined): Record<string, unknown> | undefined {
+  if (!file) return undefined
+  let value: unknown
+  try {
+    value = JSON.parse(readFileSync(file, 'utf8'))
+  } catch (err) {
+    throw new ConfigError([`FGMACHINE_TEMPLATE: cannot read ${file} as JSON (${(err as Error).message})`])
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new ConfigError([`FGMACHINE_TEMPLATE: ${file} must hold one projects.json entry (a JSON object)`])
+  }
+  return value as Record<string, unknown>
 }

@@ -2,7 +2,7 @@ import path from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import { buildApp } from './app.js'
-import type { Config } from './config.js'
+import { loadTemplate, type Config } from './config.js'
 import type { ContainerClient } from './docker/container-client.js'
 import { DockerContainerClient } from './docker/docker-container-client.js'
 import { detectHostPaths, HostPaths } from './docker/host-paths.js'
@@ -64,7 +64,7 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
   if (opts.backoff) outboxOpts.backoff = opts.backoff
   if (opts.sleep) outboxOpts.sleep = opts.sleep
   const outbox = new Outbox(client, log.child({ component: 'outbox' }), outboxOpts)
-  const projects = new ProjectStore(config.projectsPath, log.child({ component: 'projects' }))
+  const projects = new ProjectStore(config.projectsPath, log.child({ component: 'projects' }), process.cwd(), loadTemplate(config.templatePath))
   const scheduler = new Scheduler(gpus.map((g) => g.index))
   const logHub = new LogHub()
   const docker = opts.containerClient ?? new DockerContainerClient(config.dockerHost)

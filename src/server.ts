@@ -5,22 +5,30 @@ import { createMachine } from './machine.js'
 /** The process: configuration, logger, listen, signals. */
 async function main(): Promise<void> {
   const envFile = loadDotEnv()
-  let config
-  try {
-    config = loadConfig()
-  } catch (err) {
+  const configError = (err: unknown): never => {
     if (err instanceof ConfigError) {
       process.stderr.write(`fgmachine: ${err.message}\n(see .env.example for every variable)\n`)
       process.exit(78) // EX_CONFIG
     }
     throw err
   }
+  let config
+  try {
+    config = loadConfig()
+  } catch (err) {
+    return configError(err)
+  }
   const log = pino({
     level: config.logLevel,
     ...(process.stdout.isTTY ? { transport: { target: 'pino-pretty' } } : {}),
   })
   if (envFile) log.info({ envFile }, 'read .env')
-  const machine = await createMachine(config, { log })
+  let machine
+  try {
+    machine = await createMachine(config, { log })
+  } catch (err) {
+    return configError(err)
+  }
 
   let closing = false
   const shutdown = (signal: string) => {

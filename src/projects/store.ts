@@ -31,6 +31,8 @@ export class ProjectStore extends EventEmitter<{ change: [Record<string, unknown
     readonly file: string,
     private readonly log: Logger,
     private readonly baseDir = process.cwd(),
+    /** The entry "Add to Machine" writes; the seed's blank one when undefined. */
+    private readonly template?: Record<string, unknown>,
   ) {
     super()
   }
@@ -152,7 +154,7 @@ export class ProjectStore extends EventEmitter<{ change: [Record<string, unknown
       throw new ProjectsFileError('projects.json cannot be updated: it does not hold an object; fix the file first')
     }
     if (Object.hasOwn(current, projectId)) return false
-    const next = { ...current, [projectId]: projectTemplate() }
+    const next = { ...current, [projectId]: this.template ?? projectTemplate() }
     await mkdir(path.dirname(this.file), { recursive: true })
     const tmp = `${this.file}.${process.pid}.tmp`
     await writeFile(tmp, JSON.stringify(next, null, 2) + '\n')

@@ -70,6 +70,7 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
     logLevel: 'debug',
     killGraceMs: 2000,
     gpus: 'none',
+    templatePath: undefined,
     ...opts.config,
   }
   const machine = await createMachine(config, {

@@ -32,6 +32,7 @@ function setup(t: Test, fglabUrl: string) {
     logLevel: 'debug',
     killGraceMs: 1000,
     gpus: 'none',
+    templatePath: undefined,
   }
   return { dir, config }
 }

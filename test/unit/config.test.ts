@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import t, { type Test } from 'tap'
-import { ConfigError, loadConfig, loadDotEnv } from '../../src/config.js'
+import { ConfigError, loadConfig, loadDotEnv, loadTemplate } from '../../src/config.js'
 
 const CWD = path.join(tmpdir(), 'fgm-config-cwd')
 const BASE = { FGLAB_URL: 'http://fglab.example:5080', FGMACHINE_URL: 'http://gpu-box-1:5081' }
@@ -144,4 +144,21 @@ t.test('loadDotEnv', async (t) => {
   t.equal(loadDotEnv(dir), path.join(dir, '.env'))
   t.equal(process.env.FGM_TEST_DOTENV_NEW, 'from-file', 'a new variable is loaded')
   t.equal(process.env.FGM_TEST_DOTENV_SET, 'from-process', 'a variable already set wins over the file')
+})
+
+t.test('FGMACHINE_TEMPLATE and FGMACHINE_GPUS', async (t) => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'fgm-template-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  t.equal(loadConfig({ ...BASE, FGMACHINE_TEMPLATE: 'conf/t.json' }, CWD).templatePath, path.join(CWD, 'conf/t.json'))
+  t.equal(loadTemplate(undefined), undefined)
+  writeFileSync(path.join(dir, 'ok.json'), '{"image": "x", "capacity": 0.5}')
+  t.same(loadTemplate(path.join(dir, 'ok.json')), { image: 'x', capacity: 0.5 })
+  writeFileSync(path.join(dir, 'bad.json'), '{"image": ')
+  t.throws(() => loadTemplate(path.join(dir, 'bad.json')), { name: 'ConfigError', message: /FGMACHINE_TEMPLATE: cannot read .*bad\.json as JSON/ })
+  writeFileSync(path.join(dir, 'array.json'), '[1]')
+  t.throws(() => loadTemplate(path.join(dir, 'array.json')), { message: /FGMACHINE_TEMPLATE: .*array\.json must hold one projects\.json entry/ })
+  t.throws(() => loadTemplate(path.join(dir, 'missing.json')), { message: /FGMACHINE_TEMPLATE: cannot read .*missing\.json/ })
+
+  t.equal(loadConfig({ ...BASE, FGMACHINE_GPUS: '0,GPU-abc' }, CWD).gpus, '0,GPU-abc')
+  t.throws(() => loadConfig({ ...BASE, FGMACHINE_GPUS: 'all' }, CWD), { message: /FGMACHINE_GPUS must be "none" or a comma list/ })
 })
