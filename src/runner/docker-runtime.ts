@@ -78,7 +78,9 @@ export class DockerRuntime implements Runtime {
       const exited = this.docker.wait(id).then(
         async (exit): Promise<ExitInfo> => {
           await Promise.race([Promise.all([out.ended, pumped]), new Promise((r) => setTimeout(r, 5000).unref())])
-          return { exitCode: exit.exitCode, oomKilled: exit.oomKilled, error: exit.error }
+          // From the container's state, not from exit code 137, which any SIGKILL gives.
+          const error = exit.oomKilled ? 'out of memory: the container reached its memory limit and was killed' : exit.error
+          return { exitCode: exit.exitCode, oomKilled: exit.oomKilled, error }
         },
         (err: Error): ExitInfo => ({ exitCode: null, error: err.message }),
       )
