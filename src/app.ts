@@ -3,6 +3,7 @@ import cors from '@fastify/cors'
 import websocket from '@fastify/websocket'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import { ZodError } from 'zod'
+import { tokenAuth } from './api/auth.js'
 import { gpuRoutes } from './api/gpu-routes.js'
 import { healthRoutes, type HealthProbes } from './api/health-routes.js'
 import { logSocket } from './api/log-socket.js'
@@ -30,6 +31,8 @@ export interface AppOptions {
   logger?: FastifyServerOptions['loggerInstance']
   /** Largest request body (bytes). */
   bodyLimit?: number
+  /** FGMACHINE_TOKEN: when set, POST and PUT calls need it (src/api/auth.ts). */
+  token?: string
 }
 
 /** Build the HTTP app from the services it is given. Listens on nothing; touches no Docker. */
@@ -45,6 +48,7 @@ export async function buildApp(services: AppServices, opts: AppOptions = {}): Pr
   // The FGLab pages call the machine cross-origin (Add to Machine, Kill, Reset capacity).
   await app.register(cors, { origin: '*', methods: ['GET', 'POST', 'PUT', 'OPTIONS'] })
   await app.register(websocket, { options: { maxPayload: 64 * 1024 } })
+  tokenAuth(app, opts.token)
 
   app.setErrorHandler((err, req, reply) => {
     const e = err as Error & { statusCode?: number; code?: string }

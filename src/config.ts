@@ -56,6 +56,11 @@ const EnvSchema = z.object({
     .number({ error: 'FGMACHINE_KILL_GRACE_S must be a number of seconds' })
     .min(0, 'FGMACHINE_KILL_GRACE_S must be a number of seconds, 0 or more')
     .default(10),
+  FGMACHINE_TOKEN: z
+    .string()
+    .trim()
+    .regex(/^[\x21-\x7e]+$/, 'FGMACHINE_TOKEN must be printable ASCII without spaces (it is sent in an HTTP header)')
+    .optional(),
 })
 
 export interface Config {
@@ -72,6 +77,8 @@ export interface Config {
   gpus: string | undefined
   /** FGMACHINE_TEMPLATE: a JSON file with the entry "Add to Machine" writes (default: the seed's blank one). */
   templatePath: string | undefined
+  /** FGMACHINE_TOKEN: when set, POST and PUT calls need it (Authorization: Bearer, or X-FGMachine-Token). Off by default. */
+  token: string | undefined
 }
 
 export class ConfigError extends Error {
@@ -121,6 +128,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     killGraceMs: Math.round(e.FGMACHINE_KILL_GRACE_S * 1000),
     gpus: e.FGMACHINE_GPUS,
     templatePath: e.FGMACHINE_TEMPLATE ? path.resolve(cwd, e.FGMACHINE_TEMPLATE) : undefined,
+    token: e.FGMACHINE_TOKEN,
   }
 }
 

@@ -16,7 +16,10 @@ import { DockerRuntime } from './runner/docker-runtime.js'
 import { ExperimentManager } from './runner/experiment-manager.js'
 import { ProcessRuntime } from './runner/process-runtime.js'
 import { Scheduler } from './scheduler/scheduler.js'
-import type { Backoff, Sleep } from './util/retry.js'
+import { realSleep, type Backoff, type Sleep } from './util/retry.js'
+import { OutboxStore } from './fglab/outbox-store.js'
+import { Journal } from './runner/journal.js'
+import { LABELS } from './docker/labels.js'
 import { discoverGpus, type NvidiaSmi } from './gpu/discovery.js'
 import type { GpuDevice } from './gpu/nvidia-smi.js'
 
@@ -28,6 +31,8 @@ export interface MachineOptions {
   backoff?: Backoff
   sleep?: Sleep
   resultsStableMs?: number
+  /** Containers labelled for this machine that belong to no experiment it knows are removed once older than this (ms). */
+  orphanGraceMs?: number
   /** How nvidia-smi is run (tests put a stand-in here or on PATH). */
   nvidiaSmi?: NvidiaSmi
 }
@@ -43,8 +48,8 @@ export interface Machine {
   gpus: GpuDevice[]
   /** Listen on the configured host and port; returns the address. */
   listen(): Promise<string>
-  /** Stop accepting work, stop running experiments, report them, let go of everything. */
-  close(opts?: { stopExperiments?: boolean }): Promise<void>
+  /** Stop accepting work and let go of everything; containers run on, local processes are stopped. */
+  close(): Promise<void>
 }
 
 /** Wire every service from the configuration. Nothing listens and nothing runs until `listen()`. */
@@ -63,7 +68,10 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
   const outboxOpts: OutboxOptions = {}
   if (opts.backoff) outboxOpts.backoff = opts.backoff
   if (opts.sleep) outboxOpts.sleep = opts.sleep
+  outboxOpts.store = new OutboxStore(path.join(config.dataDir, 'outbox'), log.child({ component: 'outbox' }))
   const outbox = new Outbox(client, log.child({ component: 'outbox' }), outboxOpts)
+  const journal = new Journal(path.join(config.dataDir, 'experiments'), log.child({ component: 'journal' }))
+  const stopping = new AbortController()
   const projects = new ProjectStore(config.projectsPath, log.child({ component: 'projects' }), process.cwd(), loadTemplate(config.templatePath))
   const scheduler = new Scheduler(gpus.map((g) => g.index))
   const logHub = new LogHub()
@@ -78,8 +86,9 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
     scheduler,
     logHub,
     outbox,
+    journal,
     runtimes: {
-      docker: new DockerRuntime(docker, log.child({ component: 'docker' }), (p) => hostPaths.toHost(p) ?? p),
+      docker: new DockerRuntime(docker, log.child({ component: 'docker' }), (p) => hostPaths.toHost(p) ?? p, stopping.signal),
       process: new ProcessRuntime(),
     },
     log: log.child({ component: 'experiments' }),
@@ -117,19 +126,31 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
       projects.on('change', (raw) => registration.updateProjects(raw))
       await projects.reload()
       await projects.watch()
+      // Before the first request: reports left unsent, experiments left running.
+      outbox.restore()
+      experiments.recover()
       void checkDocker(docker, projects, log)
+      void sweepOrphans(docker, experiments, () => registration.machineId, opts.orphanGraceMs ?? 60_000, log, stopping.signal)
       const address = await app.listen({ host: config.host, port: config.port })
       started = true
       log.info({ address, advertised: config.machineUrl, fglab: client.baseUrl }, 'FGMachine listening')
       return address
     },
-    async close({ stopExperiments = true } = {}) {
+    async close() {
       await app.close()
       await projects.close()
-      // Inside `docker stop`'s 10 s: a short grace, then the reports.
-      if (stopExperiments && started) await experiments.stopAll(Math.min(config.killGraceMs, 3000))
+      // Inside `docker stop`'s 10 s: containers run on (taken up again after a restart);
+      // local processes get a short grace, then a moment for their reports.
+      const grace = Math.min(config.killGraceMs, 3000)
+      stopping.abort()
+      if (started) {
+        experiments.shutdown(grace)
+        await Promise.race([experiments.idle(), realSleep(grace + 2000)])
+      }
       registration.close()
+      // What is still unsent stays on disk for the next start.
       outbox.close()
+      await experiments.idle()
       await client.close()
     },
   }
@@ -151,5 +172,38 @@ async function checkDocker(docker: ContainerClient, projects: ProjectStore, log:
       { projects: gpuProjects.map((p) => p.id), runtimes },
       'projects ask for GPUs but docker info shows no nvidia runtime: if the NVIDIA Container Toolkit is not installed, their containers will fail to start (could not select device driver "nvidia")',
     )
+  }
+}
+
+/**
+ * Containers labelled as this machine's that belong to no experiment it knows
+ * (left by a crash in the middle of a start, say) are removed once older than
+ * the grace period. Containers without our labels, or another machine's, are
+ * never touched.
+ */
+async function sweepOrphans(
+  docker: ContainerClient,
+  experiments: ExperimentManager,
+  machineId: () => string | undefined,
+  graceMs: number,
+  log: Logger,
+  signal: AbortSignal,
+): Promise<void> {
+  for (let attempt = 0; !signal.aborted; attempt++) {
+    const id = machineId()
+    if (!id) return
+    try {
+      const now = Date.now()
+      for (const c of await docker.listByLabel(LABELS.machine, id)) {
+        const experiment = c.labels[LABELS.experiment]
+        if (!experiment || experiments.known().has(experiment) || now - c.createdMs < graceMs) continue
+        log.warn({ containerId: c.id.slice(0, 12), name: c.name, experimentId: experiment, state: c.state }, 'removing a container of this machine that belongs to no experiment it knows')
+        await docker.remove(c.id)
+      }
+      return
+    } catch (err) {
+      if (attempt === 0) log.warn({ err: (err as Error).message }, 'cannot look for stray containers yet; will try again')
+      await realSleep(Math.min(30_000, 1000 * 2 ** attempt), signal).catch(() => undefined)
+    }
   }
 }

@@ -39,6 +39,8 @@ export interface ContainerSummary {
   name: string
   state: string
   labels: Record<string, string>
+  /** When it was created (ms since the epoch). */
+  createdMs: number
 }
 
 /** A mount of a container: a bind mount or a volume, as the host sees it. */
@@ -52,10 +54,23 @@ export interface ContainerMount {
   name?: string
 }
 
+export interface ContainerState {
+  /** Docker's status: created, running, paused, restarting, removing, exited, dead. */
+  status: string
+  running: boolean
+  exitCode: number
+  oomKilled: boolean
+  error?: string
+  /** When it started (ms since the epoch), if it did. */
+  startedMs?: number
+}
+
 export interface ContainerDetails {
   id: string
   name: string
   mounts: ContainerMount[]
+  labels: Record<string, string>
+  state: ContainerState
 }
 
 export interface PullProgress {
@@ -75,6 +90,11 @@ export class DockerError extends Error {
   ) {
     super(message, options)
   }
+
+  /** The engine did not answer at all (socket gone, daemon restarting), as opposed to answering with an error. */
+  get unreachable(): boolean {
+    return this.statusCode === undefined
+  }
 }
 
 /**
@@ -87,6 +107,8 @@ export interface ContainerClient {
   create(spec: ContainerSpec): Promise<string>
   /** Attach to the output before start, so that nothing written at once is missed. */
   attach(id: string): Promise<ContainerOutput>
+  /** Follow a running container's output from now on, after the last `tail` lines it already wrote. */
+  follow(id: string, tail: number): Promise<ContainerOutput>
   start(id: string): Promise<void>
   wait(id: string): Promise<ContainerExit>
   /** SIGTERM, then SIGKILL after `graceS`. */

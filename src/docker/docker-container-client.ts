@@ -122,16 +122,30 @@ export class DockerContainerClient implements ContainerClient {
   }
 
   async attach(id: string): Promise<ContainerOutput> {
-    let raw: NodeJS.ReadWriteStream
+    let raw: NodeJS.ReadableStream
     try {
-      raw = (await this.docker.getContainer(id).attach({ stream: true, stdout: true, stderr: true, logs: true })) as NodeJS.ReadWriteStream
+      raw = (await this.docker.getContainer(id).attach({ stream: true, stdout: true, stderr: true, logs: true })) as NodeJS.ReadableStream
     } catch (err) {
       throw dockerError('cannot attach to container', err)
     }
+    return this.#demux(raw)
+  }
+
+  async follow(id: string, tail: number): Promise<ContainerOutput> {
+    let raw: NodeJS.ReadableStream
+    try {
+      raw = (await this.docker.getContainer(id).logs({ follow: true, stdout: true, stderr: true, tail })) as unknown as NodeJS.ReadableStream
+    } catch (err) {
+      throw dockerError('cannot follow the container\'s output', err)
+    }
+    return this.#demux(raw)
+  }
+
+  #demux(raw: NodeJS.ReadableStream): ContainerOutput {
     const stdout = new PassThrough()
     const stderr = new PassThrough()
     this.docker.modem.demuxStream(raw, stdout, stderr)
-    const ended = finished(raw as unknown as NodeJS.ReadableStream).then(
+    const ended = finished(raw).then(
       () => undefined,
       () => undefined,
     ).finally(() => {
@@ -186,10 +200,21 @@ export class DockerContainerClient implements ContainerClient {
   async inspectContainer(idOrName: string): Promise<ContainerDetails | undefined> {
     try {
       const info = await this.docker.getContainer(idOrName).inspect()
+      const started = Date.parse(info.State.StartedAt)
       return {
         id: info.Id,
         name: info.Name.replace(/^\//, ''),
         mounts: (info.Mounts ?? []).map((m) => ({ type: m.Type, source: m.Source, destination: m.Destination, name: m.Name })),
+        labels: info.Config.Labels ?? {},
+        state: {
+          status: info.State.Status,
+          running: info.State.Running,
+          exitCode: info.State.ExitCode,
+          oomKilled: Boolean(info.State.OOMKilled),
+          error: info.State.Error || undefined,
+          // Docker says 0001-01-01T00:00:00Z for a container that never started.
+          startedMs: started > 0 ? started : undefined,
+        },
       }
     } catch (err) {
       if ((err as { statusCode?: number }).statusCode === 404) return undefined
@@ -198,7 +223,12 @@ export class DockerContainerClient implements ContainerClient {
   }
 
   async listByLabel(label: string, value?: string): Promise<ContainerSummary[]> {
-    const list = await this.docker.listContainers({ all: true, filters: { label: [value === undefined ? label : `${label}=${value}`] } })
-    return list.map((c) => ({ id: c.Id, name: (c.Names[0] ?? '').replace(/^\//, ''), state: c.State, labels: c.Labels }))
+    let list: Docker.ContainerInfo[]
+    try {
+      list = await this.docker.listContainers({ all: true, filters: { label: [value === undefined ? label : `${label}=${value}`] } })
+    } catch (err) {
+      throw dockerError('cannot list containers', err)
+    }
+    return list.map((c) => ({ id: c.Id, name: (c.Names[0] ?? '').replace(/^\//, ''), state: c.State, labels: c.Labels, createdMs: c.Created * 1000 }))
   }
 }

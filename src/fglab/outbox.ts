@@ -4,11 +4,11 @@ import type { Logger } from 'pino'
 import { mimeType } from '../results/mime.js'
 import { backoffDelay, realSleep, type Backoff, type Sleep } from '../util/retry.js'
 import { FglabError, isRetryable, type FglabClient } from './client.js'
+import type { OutboxStore } from './outbox-store.js'
 
 /**
- * One report to FGLab. Plain data, so that a later durable outbox can write
- * it to disk as it is. Files are read when sent, so a file rewritten before
- * its turn goes out in its latest form.
+ * One report to FGLab. Plain data, written to disk as it is. Files are read
+ * when sent, so a file rewritten before its turn goes out in its latest form.
  */
 export type OutboxEntry =
   | { kind: 'started' }
@@ -16,8 +16,13 @@ export type OutboxEntry =
   | { kind: 'results-file'; path: string }
   | { kind: 'finished' }
 
+interface Queued {
+  seq: number
+  entry: OutboxEntry
+}
+
 interface Queue {
-  entries: OutboxEntry[]
+  entries: Queued[]
   running: boolean
   /** Waiting for the queue to empty: told true when it did, false when the outbox closed first. */
   idle: Array<(allSent: boolean) => void>
@@ -26,18 +31,31 @@ interface Queue {
 export interface OutboxOptions {
   backoff?: Backoff
   sleep?: Sleep
+  /** Where entries are kept until acknowledged; without it the outbox lives in memory only. */
+  store?: OutboxStore
 }
 
 /**
- * Reports to FGLab, in order per experiment, each retried with backoff until
- * FGLab acknowledges it. A report FGLab refuses for good (a 4xx) is logged
- * and dropped. Experiments are sent independently of each other.
+ * Reports to FGLab, in order per experiment, each retried with backoff and
+ * jitter until FGLab acknowledges it. With a store, each report is on disk
+ * before it is sent and until it is acknowledged, and `restore()` sends what
+ * a crash left. A report FGLab refuses for good (a 4xx) is logged and
+ * dropped. Experiments are sent independently of each other.
+ *
+ * Disk use is bounded by what there is to report: a results file waits in
+ * the outbox once however often it is rewritten, and the other reports are a
+ * handful per experiment. The log says when the backlog grows past each power
+ * of ten, and when it is empty again.
  */
 export class Outbox {
   #queues = new Map<string, Queue>()
   #closed = new AbortController()
+  #seq = 0
+  #pending = 0
+  #warnedAt = 0
   readonly #backoff: Backoff
   readonly #sleep: Sleep
+  readonly #store: OutboxStore | undefined
 
   constructor(
     private readonly client: FglabClient,
@@ -46,17 +64,56 @@ export class Outbox {
   ) {
     this.#backoff = opts.backoff ?? { baseMs: 500, maxMs: 30_000 }
     this.#sleep = opts.sleep ?? realSleep
+    this.#store = opts.store
   }
 
+  /** Queue a report (on disk first, with a store). */
   enqueue(experimentId: string, entry: OutboxEntry): void {
+    const q = this.#queue(experimentId)
+    // A file already waiting for its turn will be read then: no need to queue it twice.
+    if (
+      entry.kind === 'results-file' &&
+      q.entries.some((e, i) => e.entry.kind === 'results-file' && e.entry.path === entry.path && !(q.running && i === 0))
+    ) {
+      return
+    }
+    const seq = ++this.#seq
+    this.#store?.append(experimentId, seq, entry)
+    this.#push(experimentId, q, { seq, entry })
+  }
+
+  /** Send what the store holds from before a restart; returns the experiments it holds reports for. */
+  restore(): string[] {
+    if (!this.#store) return []
+    const saved = this.#store.load()
+    for (const [id, entries] of saved) {
+      const q = this.#queue(id)
+      for (const e of entries) {
+        this.#seq = Math.max(this.#seq, e.seq)
+        this.#push(id, q, e)
+      }
+    }
+    const ids = [...saved.keys()]
+    if (ids.length) this.log.info({ experiments: ids.length, reports: this.#pending }, 'resending reports left from before the restart')
+    return ids
+  }
+
+  #queue(experimentId: string): Queue {
     let q = this.#queues.get(experimentId)
     if (!q) {
       q = { entries: [], running: false, idle: [] }
       this.#queues.set(experimentId, q)
     }
-    // A file already waiting for its turn will be read then: no need to queue it twice.
-    if (entry.kind === 'results-file' && q.entries.some((e, i) => e.kind === 'results-file' && e.path === entry.path && !(q.running && i === 0))) return
-    q.entries.push(entry)
+    return q
+  }
+
+  #push(experimentId: string, q: Queue, item: Queued): void {
+    q.entries.push(item)
+    this.#pending++
+    if (this.#pending >= 100 && this.#pending >= this.#warnedAt * 10) {
+      this.#warnedAt = this.#pending
+      this.log.warn({ pending: this.#pending, experiments: this.#queues.size }, 'reports to FGLab are piling up (is FGLab reachable?)')
+    }
     if (!q.running) void this.#run(experimentId, q)
   }
 
@@ -73,9 +130,7 @@ export class Outbox {
 
   pending(experimentId?: string): number {
     if (experimentId) return this.#queues.get(experimentId)?.entries.length ?? 0
-    let n = 0
-    for (const q of this.#queues.values()) n += q.entries.length
-    return n
+    return this.#pending
   }
 
   /** Stop sending (on shutdown). Unsent reports stay unsent. */
@@ -88,15 +143,24 @@ export class Outbox {
     q.running = true
     try {
       while (q.entries.length > 0 && !this.#closed.signal.aborted) {
-        const entry = q.entries[0]!
-        // Not delivered means the outbox closed: the entry stays unsent.
-        if (!(await this.#deliver(experimentId, entry))) break
+        const item = q.entries[0]!
+        // Not delivered means the outbox closed: the entry stays unsent (and on disk).
+        if (!(await this.#deliver(experimentId, item.entry))) break
         q.entries.shift()
+        this.#pending--
+        await this.#store?.remove(experimentId, item.seq)
+        if (this.#pending === 0 && this.#warnedAt > 0) {
+          this.#warnedAt = 0
+          this.log.info('every report to FGLab is sent')
+        }
       }
     } finally {
       q.running = false
       const allSent = q.entries.length === 0
-      if (allSent) this.#queues.delete(experimentId)
+      if (allSent) {
+        this.#queues.delete(experimentId)
+        this.#store?.removeExperiment(experimentId)
+      }
       for (const resolve of q.idle.splice(0)) resolve(allSent)
     }
   }

@@ -48,6 +48,8 @@ export const ProjectEntrySchema = z
       .optional(),
     gpu_command: z.string().optional(),
     keep_results: z.boolean({ error: 'keep_results must be true or false' }).default(false),
+    /** Seconds of run time (not counting an image pull) before the experiment is stopped and reported fail. */
+    timeout: numeric('timeout').refine((t) => t > 0, 'timeout must be a number of seconds, more than 0').optional(),
     // Container projects.
     image: z.string().min(1, 'image must not be empty').optional(),
     volumes: z.array(z.string().min(1), { error: 'volumes must be an array of "host:container[:opts]" strings' }).default([]),

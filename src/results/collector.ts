@@ -56,10 +56,15 @@ export class ResultsCollector {
     await new Promise<void>((resolve) => watcher.once('ready', () => resolve()))
   }
 
-  /** After the exit: stop watching and hand over every file not yet handed over in its current form. */
-  async finalSweep(): Promise<void> {
+  /** Stop watching (FGMachine shuts down; the experiment runs on). */
+  async stop(): Promise<void> {
     await this.#watcher?.close()
     this.#watcher = undefined
+  }
+
+  /** After the exit: stop watching and hand over every file not yet handed over in its current form. */
+  async finalSweep(): Promise<void> {
+    await this.stop()
     let names: string[]
     try {
       names = await readdir(this.opts.dir)
@@ -71,11 +76,23 @@ export class ResultsCollector {
   }
 
   /**
-   * Remove what was sent, then the folder if nothing else is left in it
-   * (a subfolder, which is never uploaded, keeps the folder and is logged).
+   * After everything was sent (the final sweep handed over every regular
+   * file): remove those files, then the folder if nothing else is left in it.
+   * A subfolder or special file, never uploaded, keeps the folder (logged).
+   * Symlinks are removed as links; what they point to is never touched.
    */
   async cleanup(): Promise<void> {
-    for (const file of this.#sent.keys()) await rm(file, { force: true })
+    let names: string[] = []
+    try {
+      names = await readdir(this.opts.dir)
+    } catch {
+      return
+    }
+    for (const name of names) {
+      const file = path.join(this.opts.dir, name)
+      const st = await lstat(file).catch(() => undefined)
+      if (st?.isFile() || st?.isSymbolicLink()) await rm(file, { force: true })
+    }
     try {
       await rmdir(this.opts.dir)
     } catch (err) {

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino'
-import type { ContainerClient, ContainerSpec } from '../docker/container-client.js'
+import { DockerError, type ContainerClient, type ContainerDetails, type ContainerOutput, type ContainerSpec } from '../docker/container-client.js'
+import { backoffDelay, realSleep } from '../util/retry.js'
 import { LABELS, gpusLabel } from '../docker/labels.js'
 import { pumpText } from './pump.js'
 import type { ExitInfo, LaunchSpec, RunHandle, Runtime } from './runtime.js'
@@ -18,6 +19,8 @@ export class DockerRuntime implements Runtime {
     private readonly docker: ContainerClient,
     private readonly log: Logger,
     private readonly hostPath: HostPathMapper = (p) => p,
+    /** Aborted when FGMachine shuts down: stops waiting for a lost Docker. */
+    private readonly shutdown?: AbortSignal,
   ) {}
 
   containerSpec(spec: LaunchSpec): ContainerSpec {
@@ -72,26 +75,110 @@ export class DockerRuntime implements Runtime {
     }
     try {
       const out = await this.docker.attach(id)
-      const pumped = Promise.all([pumpText(out.stdout, (t) => spec.output('stdout', t)), pumpText(out.stderr, (t) => spec.output('stderr', t))])
+      const pumped = this.#pump(out, spec)
       await this.docker.start(id)
       log.info({ containerId: id.slice(0, 12), image, gpus: cs.gpuDeviceIds }, 'container started')
-      const exited = this.docker.wait(id).then(
-        async (exit): Promise<ExitInfo> => {
-          await Promise.race([Promise.all([out.ended, pumped]), new Promise((r) => setTimeout(r, 5000).unref())])
-          // From the container's state, not from exit code 137, which any SIGKILL gives.
-          const error = exit.oomKilled ? 'out of memory: the container reached its memory limit and was killed' : exit.error
-          return { exitCode: exit.exitCode, oomKilled: exit.oomKilled, error }
-        },
-        (err: Error): ExitInfo => ({ exitCode: null, error: err.message }),
-      )
-      return {
-        exited,
-        stop: (graceMs) => this.docker.stop(id, graceMs / 1000),
-        dispose,
-      }
+      return this.#handle(id, this.#watch(id, out, pumped, spec), dispose)
     } catch (err) {
       await dispose().catch(() => undefined)
       throw err
+    }
+  }
+
+  /**
+   * Take up a container that was running before FGMachine restarted: its last
+   * `tail` lines of output first (for the live log's backlog), then what comes.
+   */
+  async reattach(containerId: string, spec: Pick<LaunchSpec, 'experimentId' | 'output' | 'status'>, tail = 1000): Promise<RunHandle> {
+    const out = await this.docker.follow(containerId, tail)
+    const pumped = this.#pump(out, spec)
+    this.log.info({ experimentId: spec.experimentId, containerId: containerId.slice(0, 12) }, 'container re-adopted')
+    return this.#handle(containerId, this.#watch(containerId, out, pumped, spec), () => this.docker.remove(containerId))
+  }
+
+  #handle(id: string, exited: Promise<ExitInfo>, dispose: () => Promise<void>): RunHandle {
+    return { containerId: id, exited, stop: (graceMs) => this.docker.stop(id, graceMs / 1000), dispose }
+  }
+
+  /** An experiment's container: by the id the journal kept, else by its label. Undefined when there is none. */
+  async find(experimentId: string, containerId?: string): Promise<ContainerDetails | undefined> {
+    if (containerId) {
+      const c = await this.docker.inspectContainer(containerId)
+      if (c) return c
+    }
+    const [summary] = await this.docker.listByLabel(LABELS.experiment, experimentId)
+    return summary ? this.docker.inspectContainer(summary.id) : undefined
+  }
+
+  /** A handle on a container that is not followed: only to remove it. */
+  handleFor(containerId: string): RunHandle {
+    return this.#handle(containerId, new Promise<ExitInfo>(() => {}), () => this.docker.remove(containerId))
+  }
+
+  #pump(out: ContainerOutput, spec: Pick<LaunchSpec, 'output'>): Promise<unknown> {
+    return Promise.all([pumpText(out.stdout, (t) => spec.output('stdout', t)), pumpText(out.stderr, (t) => spec.output('stderr', t))])
+  }
+
+  /**
+   * Wait for the container to end. If Docker goes away meanwhile (the daemon
+   * restarts, the socket disappears), wait for it to come back and look again:
+   * still running → follow it again; ended → how; gone → say so.
+   */
+  async #watch(id: string, out: ContainerOutput, pumped: Promise<unknown>, spec: Pick<LaunchSpec, 'experimentId' | 'output' | 'status'>): Promise<ExitInfo> {
+    const log = this.log.child({ experimentId: spec.experimentId, containerId: id.slice(0, 12) })
+    let output = { out, pumped }
+    let lostDocker = false
+    for (;;) {
+      try {
+        const exit = await this.docker.wait(id)
+        await Promise.race([Promise.all([output.out.ended, output.pumped]), new Promise((r) => setTimeout(r, 5000).unref())])
+        // From the container's state, not from exit code 137, which any SIGKILL gives.
+        let error = exit.oomKilled ? 'out of memory: the container reached its memory limit and was killed' : exit.error
+        if (lostDocker && !error && exit.exitCode !== 0) error = 'the Docker daemon restarted while it ran'
+        return { exitCode: exit.exitCode, oomKilled: exit.oomKilled, error }
+      } catch (err) {
+        if (!(err instanceof DockerError) || !err.unreachable) {
+          return { exitCode: null, error: (err as { statusCode?: number }).statusCode === 404 ? 'its container was removed outside FGMachine' : (err as Error).message }
+        }
+      }
+      if (!lostDocker) {
+        log.warn('lost the connection to Docker while the experiment ran; waiting for Docker to come back')
+        spec.status('[fgmachine] lost the connection to Docker; waiting for it to come back\n')
+      }
+      lostDocker = true
+      try {
+        await this.#dockerBack()
+      } catch {
+        return { exitCode: null, error: 'FGMachine stopped while Docker was unreachable' }
+      }
+      let details
+      try {
+        details = await this.docker.inspectContainer(id)
+      } catch {
+        continue // lost it again: wait again
+      }
+      if (!details) {
+        log.warn('the container is gone after Docker came back')
+        return { exitCode: null, error: 'its container is gone: it died with the Docker daemon' }
+      }
+      log.info({ running: details.state.running }, 'Docker is back')
+      if (details.state.running) {
+        const out = await this.docker.follow(id, 0).catch(() => undefined)
+        if (out) output = { out, pumped: this.#pump(out, spec) }
+      }
+    }
+  }
+
+  /** Resolves when Docker answers again; rejects when FGMachine shuts down first. */
+  async #dockerBack(): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      this.shutdown?.throwIfAborted()
+      try {
+        await this.docker.ping()
+        return
+      } catch {
+        await realSleep(backoffDelay(attempt, { baseMs: 500, maxMs: 10_000 }), this.shutdown)
+      }
     }
   }
 }

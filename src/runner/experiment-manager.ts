@@ -7,17 +7,21 @@ import { ResultsCollector } from '../results/collector.js'
 import type { Lease, Scheduler } from '../scheduler/scheduler.js'
 import { isObjectId } from '../util/ids.js'
 import { buildArgv, type OptionValue } from './argv.js'
+import type { DockerRuntime } from './docker-runtime.js'
 import { BadRequestError, ConflictError, NoCapacityError, NotFoundError } from './errors.js'
-import type { ExitInfo, RunHandle, Runtime } from './runtime.js'
+import { killLeftover } from './process-runtime.js'
+import type { ExperimentRecord, Journal } from './journal.js'
+import type { ExitInfo, LaunchSpec, RunHandle, Runtime } from './runtime.js'
+import type { ContainerDetails } from '../docker/container-client.js'
+import { realSleep } from '../util/retry.js'
 
 export type ExperimentState = 'starting' | 'running' | 'stopping' | 'reporting'
 
 export interface Experiment {
   id: string
-  project: Project
-  lease: Lease
+  projectId: string
+  record: ExperimentRecord
   state: ExperimentState
-  startedAt: Date
   killed: boolean
   handle?: RunHandle
 }
@@ -26,26 +30,36 @@ export interface ExperimentManagerDeps {
   scheduler: Scheduler
   logHub: LogHub
   outbox: Outbox
-  runtimes: { docker: Runtime; process: Runtime }
+  journal: Journal
+  runtimes: { docker: DockerRuntime; process: Runtime }
   log: Logger
   /** FGLab's id for this machine, once known. */
   machineId: () => string | undefined
   killGraceMs: number
   /** How long a results file must be still before the watch sends it (ms). */
   resultsStableMs?: number
+  now?: () => number
 }
+
+/** Why the run stopped being watched: it ended, or FGMachine is shutting down and leaves it running. */
+type Outcome = { exit: ExitInfo } | { detached: true }
 
 /**
  * The life of each experiment: reserve, launch, stream output, collect
  * results, report, release, clean up. Reservation is synchronous (no await
  * between the capacity check and the lease); every path after it releases the
- * lease exactly once.
+ * lease exactly once. Each step is written to the journal, so that a
+ * restarted FGMachine can take up where this one stopped (`recover`).
  */
 export class ExperimentManager {
   #experiments = new Map<string, Experiment>()
   #done = new Set<Promise<void>>()
+  #shutdown = new AbortController()
+  readonly #now: () => number
 
-  constructor(private readonly deps: ExperimentManagerDeps) {}
+  constructor(private readonly deps: ExperimentManagerDeps) {
+    this.#now = deps.now ?? Date.now
+  }
 
   get(id: string): Experiment | undefined {
     return this.#experiments.get(id)
@@ -65,13 +79,28 @@ export class ExperimentManager {
     if (!isObjectId(id)) throw new BadRequestError('_id must be an FGLab experiment id (24 hex digits)')
     if (!project) throw new NoCapacityError()
     if (this.#experiments.has(id)) throw new ConflictError(`experiment ${id} is already running here`)
+    if (this.#shutdown.signal.aborted) throw new NoCapacityError()
     const lease = this.deps.scheduler.reserve(id, project)
     if (!lease) throw new NoCapacityError()
-    const exp: Experiment = { id, project, lease, state: 'starting', startedAt: new Date(), killed: false }
-    this.#experiments.set(id, exp)
-    const run = this.#run(exp, body as Record<string, OptionValue>)
-    this.#done.add(run)
-    void run.finally(() => this.#done.delete(run))
+    const record: ExperimentRecord = {
+      id,
+      projectId: project.id,
+      runtime: project.image ? 'docker' : 'process',
+      resultsDir: path.join(project.resultsDir, id),
+      keepResults: project.keep_results,
+      timeoutS: project.timeout,
+      lease,
+      phase: 'accepted',
+    }
+    const exp = this.#add(record)
+    try {
+      this.deps.journal.write(record)
+    } catch (err) {
+      this.#experiments.delete(id)
+      this.deps.scheduler.release(id)
+      throw err
+    }
+    this.#track(this.#run(exp, project, body as Record<string, OptionValue>))
     return exp
   }
 
@@ -80,14 +109,11 @@ export class ExperimentManager {
     if (!isObjectId(id)) throw new BadRequestError('experiment id must be 24 hex digits')
     const exp = this.#experiments.get(id)
     if (!exp) throw new NotFoundError(`experiment ${id} is not running here`)
-    if (!exp.killed) {
+    if (!exp.killed && exp.state !== 'reporting') {
       exp.killed = true
       this.deps.log.info({ experimentId: id }, 'killing experiment')
       this.#publish(id, 'stderr', '[fgmachine] experiment killed\n')
-      if (exp.handle && exp.state === 'running') {
-        exp.state = 'stopping'
-        exp.handle.stop(this.deps.killGraceMs).catch((err: Error) => this.deps.log.error({ experimentId: id, err: err.message }, 'failed to stop experiment'))
-      }
+      this.#stop(exp, this.deps.killGraceMs)
     }
     return exp
   }
@@ -102,109 +128,283 @@ export class ExperimentManager {
     return { released, held: [...live] }
   }
 
-  /** Wait until every experiment started so far is fully reported. */
+  /** Wait until every experiment started so far is fully reported (or left running at shutdown). */
   async idle(): Promise<void> {
     while (this.#done.size > 0) await Promise.all(this.#done)
   }
 
-  /** On shutdown: stop every running experiment (SIGKILL after `graceMs`) and wait until they are reported. */
-  async stopAll(graceMs = this.deps.killGraceMs): Promise<void> {
+  /**
+   * Shutting down: accept nothing more. Containers run on: a restarted
+   * FGMachine takes them up again. Local processes cannot outlive FGMachine:
+   * they are stopped (SIGKILL after `graceMs`) and reported. `idle()` says
+   * when all that is done.
+   */
+  shutdown(graceMs: number): void {
+    this.#shutdown.abort()
     for (const exp of this.#experiments.values()) {
-      if (exp.killed) continue
+      if (exp.record.runtime !== 'process' || exp.killed) continue
       exp.killed = true
-      this.#publish(exp.id, 'stderr', '[fgmachine] FGMachine is shutting down: experiment stopped\n')
-      if (exp.handle && exp.state === 'running') {
-        exp.state = 'stopping'
-        exp.handle.stop(graceMs).catch(() => undefined)
-      }
+      this.#publish(exp.id, 'stderr', '[fgmachine] FGMachine is shutting down: local experiment stopped\n')
+      this.#stop(exp, graceMs)
     }
-    await this.idle()
+  }
+
+  /**
+   * After a restart: take up every experiment the journal holds. Leases are
+   * held again at once (so capacity answers are right from the first
+   * request); containers are then looked up, and running ones followed,
+   * ended ones finished. Nothing is launched again.
+   */
+  recover(): void {
+    const records = this.deps.journal.loadAll()
+    for (const record of records) {
+      if (this.#experiments.has(record.id)) continue
+      const holds = record.runtime === 'docker' && (record.phase === 'accepted' || record.phase === 'launched')
+      if (holds) this.deps.scheduler.adopt(record.lease)
+      const exp = this.#add(record)
+      exp.killed = Boolean(record.killed)
+      this.#track(this.#resume(exp))
+    }
+    if (records.length) this.deps.log.info({ experiments: records.map((r) => `${r.id} (${r.runtime}, ${r.phase})`) }, 'taking up experiments from before the restart')
+  }
+
+  /** The experiment ids this machine holds (for reconciling containers). */
+  known(): Set<string> {
+    return new Set(this.#experiments.keys())
+  }
+
+  #add(record: ExperimentRecord): Experiment {
+    const exp: Experiment = { id: record.id, projectId: record.projectId, record, state: record.phase === 'launched' ? 'running' : 'starting', killed: false }
+    this.#experiments.set(record.id, exp)
+    return exp
+  }
+
+  #track(run: Promise<void>): void {
+    const p = run.catch((err: Error) => this.deps.log.error({ err }, 'experiment bookkeeping failed'))
+    this.#done.add(p)
+    void p.finally(() => this.#done.delete(p))
   }
 
   #publish(id: string, stream: Stream, text: string): void {
     this.deps.logHub.publish(id, stream, text)
   }
 
-  async #run(exp: Experiment, body: Record<string, OptionValue>): Promise<void> {
-    const { id, project } = exp
-    const log = this.deps.log.child({ experimentId: id, projectId: project.id })
-    const outbox = this.deps.outbox
-    const resultsDir = path.join(project.resultsDir, id)
-    const collector = new ResultsCollector({
-      experimentId: id,
-      dir: resultsDir,
+  #save(exp: Experiment, change: Partial<ExperimentRecord>): void {
+    Object.assign(exp.record, change)
+    this.deps.journal.write(exp.record)
+  }
+
+  #stop(exp: Experiment, graceMs: number): void {
+    if (exp.handle && exp.state === 'running') {
+      exp.state = 'stopping'
+      exp.handle.stop(graceMs).catch((err: Error) => this.deps.log.error({ experimentId: exp.id, err: err.message }, 'failed to stop experiment'))
+    }
+  }
+
+  #collector(exp: Experiment, log: Logger): ResultsCollector {
+    return new ResultsCollector({
+      experimentId: exp.id,
+      dir: exp.record.resultsDir,
       log,
       stableMs: this.deps.resultsStableMs,
-      onFile: (file) => outbox.enqueue(id, { kind: 'results-file', path: file }),
+      onFile: (file) => this.deps.outbox.enqueue(exp.id, { kind: 'results-file', path: file }),
     })
+  }
+
+  #launchSpec(exp: Experiment, project: Project, argv: string[], log: Logger): LaunchSpec {
+    return {
+      experimentId: exp.id,
+      project,
+      argv,
+      resultsDir: exp.record.resultsDir,
+      env: {
+        ...project.env,
+        FGLAB_EXPERIMENT_ID: exp.id,
+        FGLAB_PROJECT_ID: project.id,
+        FGLAB_RESULTS_DIR: exp.record.resultsDir,
+      },
+      lease: exp.record.lease,
+      machineId: this.deps.machineId(),
+      output: (stream, text) => {
+        if (text === '') return
+        this.#publish(exp.id, stream, text)
+        log.debug({ stream, text }, 'output')
+      },
+      status: (text) => this.#publish(exp.id, 'stdout', text),
+    }
+  }
+
+  async #run(exp: Experiment, project: Project, body: Record<string, OptionValue>): Promise<void> {
+    const { id } = exp
+    const log = this.deps.log.child({ experimentId: id, projectId: project.id })
+    const collector = this.#collector(exp, log)
     const runtime = project.image ? this.deps.runtimes.docker : this.deps.runtimes.process
-    let exit: ExitInfo
+    let outcome: Outcome
     try {
       await collector.start(Boolean(project.image && project.user))
       const argv = buildArgv(project.args, body, project.options, project.boolean)
-      if (project.gpu_command && exp.lease.gpus.length > 0) {
+      if (project.gpu_command && exp.record.lease.gpus.length > 0) {
         // Inside a container its GPUs are numbered from 0; a local process sees the host's numbering.
-        const ids = project.image ? exp.lease.gpus.map((_, i) => i) : exp.lease.gpus.map((g) => g.index)
+        const ids = project.image ? exp.record.lease.gpus.map((_, i) => i) : exp.record.lease.gpus.map((g) => g.index)
         argv.push(project.gpu_command, ids.join(','))
       }
       log.info({ runtime: runtime.kind, image: project.image, argv }, 'starting experiment')
-      const handle = await runtime.launch({
-        experimentId: id,
-        project,
-        argv,
-        resultsDir,
-        env: {
-          ...project.env,
-          FGLAB_EXPERIMENT_ID: id,
-          FGLAB_PROJECT_ID: project.id,
-          FGLAB_RESULTS_DIR: resultsDir,
-        },
-        lease: exp.lease,
-        machineId: this.deps.machineId(),
-        output: (stream, text) => {
-          if (text === '') return
-          this.#publish(id, stream, text)
-          log.debug({ stream, text }, 'output')
-        },
-        status: (text) => this.#publish(id, 'stdout', text),
-      })
+      const handle = await runtime.launch(this.#launchSpec(exp, project, argv, log))
       exp.handle = handle
       exp.state = 'running'
+      this.#save(exp, { phase: 'launched', containerId: handle.containerId, pid: handle.pid, command: project.image ? undefined : project.command, launchedMs: this.#now() })
       log.info('experiment started')
-      outbox.enqueue(id, { kind: 'started' })
-      if (exp.killed) {
-        exp.state = 'stopping'
-        void handle.stop(this.deps.killGraceMs).catch(() => undefined)
-      }
-      exit = await handle.exited
+      this.deps.outbox.enqueue(id, { kind: 'started' })
+      if (exp.killed) this.#stop(exp, this.deps.killGraceMs)
+      outcome = await this.#supervise(exp, handle, log)
     } catch (err) {
       const reason = (err as Error).message
       log.error({ reason }, 'experiment failed to start')
       this.#publish(id, 'stderr', `[fgmachine] failed to start: ${reason}\n`)
-      exit = { exitCode: null, error: `failed to start: ${reason}` }
+      outcome = { exit: { exitCode: null, error: `failed to start: ${reason}` } }
     }
+    if ('detached' in outcome) {
+      await collector.stop()
+      return
+    }
+    await this.#finish(exp, outcome.exit, collector, log)
+  }
 
-    // The program has ended: its capacity is free again.
+  /** Wait for the end, enforcing the project's timeout; or let go at shutdown (containers run on). */
+  async #supervise(exp: Experiment, handle: RunHandle, log: Logger): Promise<Outcome> {
+    let timedOut = false
+    let timer: NodeJS.Timeout | undefined
+    const limitS = exp.record.timeoutS
+    if (limitS !== undefined) {
+      const left = limitS * 1000 - (this.#now() - (exp.record.launchedMs ?? this.#now()))
+      timer = setTimeout(() => {
+        timedOut = true
+        log.warn({ timeoutS: limitS }, 'experiment timed out: stopping it')
+        this.#publish(exp.id, 'stderr', `[fgmachine] timed out after ${limitS} s: stopping\n`)
+        this.#stop(exp, this.deps.killGraceMs)
+      }, Math.max(0, left))
+    }
+    const detached = new Promise<Outcome>((resolve) => {
+      if (exp.record.runtime !== 'docker') return
+      const onAbort = () => resolve({ detached: true })
+      if (this.#shutdown.signal.aborted) onAbort()
+      else this.#shutdown.signal.addEventListener('abort', onAbort, { once: true })
+    })
+    try {
+      const outcome = await Promise.race([handle.exited.then((exit): Outcome => ({ exit })), detached])
+      if ('exit' in outcome && timedOut) {
+        return { exit: { ...outcome.exit, timedOut: true, error: `timed out after ${limitS} s` } }
+      }
+      return outcome
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  /** Take up one experiment after a restart. */
+  async #resume(exp: Experiment): Promise<void> {
+    const r = exp.record
+    const log = this.deps.log.child({ experimentId: r.id, projectId: r.projectId })
+    const collector = this.#collector(exp, log)
+    if (r.phase === 'reporting') return this.#complete(exp, collector, log)
+    let exit: ExitInfo | undefined = r.phase === 'exited' ? r.exit : undefined
+    if (r.runtime === 'process') {
+      // It may have outlived the crash (its own process group): it ends now, as FGMachine did.
+      if (r.pid && r.command && killLeftover(r.pid, r.command)) log.warn({ pid: r.pid }, 'ended a local experiment that outlived FGMachine')
+      return this.#finish(exp, exit ?? { exitCode: null, error: 'FGMachine stopped while it ran: local processes end with FGMachine' }, collector, log)
+    }
+    const docker = this.deps.runtimes.docker
+    let found: ContainerDetails | undefined
+    for (;;) {
+      try {
+        found = await docker.find(r.id, r.containerId)
+        break
+      } catch (err) {
+        if (this.#shutdown.signal.aborted) return
+        log.warn({ err: (err as Error).message }, "cannot look for the experiment's container yet; trying again")
+        await realSleep(2000, this.#shutdown.signal).catch(() => undefined)
+      }
+    }
+    if (found) exp.handle = docker.handleFor(found.id)
+    if (!exit) {
+      if (!found) {
+        exit = {
+          exitCode: null,
+          error: r.phase === 'accepted' ? 'FGMachine stopped before the experiment got a container' : 'its container is gone (removed outside FGMachine, or lost with the Docker daemon)',
+        }
+      } else if (found.state.running) {
+        // Started exactly once, before the restart: follow it, never start it again.
+        await collector.start()
+        const handle = await docker.reattach(found.id, this.#resumeSpec(exp, log))
+        exp.handle = handle
+        exp.state = 'running'
+        if (r.phase === 'accepted') this.deps.outbox.enqueue(r.id, { kind: 'started' })
+        this.#save(exp, { phase: 'launched', containerId: found.id, launchedMs: r.launchedMs ?? found.state.startedMs ?? this.#now() })
+        if (exp.killed) this.#stop(exp, this.deps.killGraceMs)
+        const outcome = await this.#supervise(exp, handle, log)
+        if ('detached' in outcome) return collector.stop()
+        exit = outcome.exit
+      } else if (found.state.startedMs === undefined) {
+        exit = { exitCode: null, error: 'FGMachine stopped before the experiment started' }
+      } else {
+        const oom = found.state.oomKilled
+        exit = {
+          exitCode: found.state.exitCode,
+          oomKilled: oom || undefined,
+          error: oom ? 'out of memory: the container reached its memory limit and was killed' : found.state.error,
+        }
+      }
+    }
+    await this.#finish(exp, exit, collector, log)
+  }
+
+  /** Enough of a launch spec to follow a re-adopted container's output. */
+  #resumeSpec(exp: Experiment, log: Logger): Pick<LaunchSpec, 'experimentId' | 'output' | 'status'> {
+    return {
+      experimentId: exp.id,
+      output: (stream, text) => {
+        if (text === '') return
+        this.#publish(exp.id, stream, text)
+        log.debug({ stream, text }, 'output')
+      },
+      status: (t) => this.#publish(exp.id, 'stdout', t),
+    }
+  }
+
+  /** The program has ended: free its capacity, remove its container, send the last results and the status. */
+  async #finish(exp: Experiment, exit: ExitInfo, collector: ResultsCollector, log: Logger): Promise<void> {
+    const { id } = exp
     this.deps.scheduler.release(id)
     exp.state = 'reporting'
-    const success = exit.exitCode === 0 && !exp.killed
+    this.#save(exp, { phase: 'exited', exit, killed: exp.killed })
+    const success = exit.exitCode === 0 && !exp.killed && !exit.timedOut
     const summary = exitSummary(exit, exp.killed)
     log.info({ ...summary, status: success ? 'success' : 'fail' }, 'experiment ended')
     if (!success && exit.error && !exit.error.startsWith('failed to start')) this.#publish(id, 'stderr', `[fgmachine] ${exit.error}\n`)
-
     try {
       await exp.handle?.dispose()
     } catch (err) {
       log.warn({ err: (err as Error).message }, 'could not remove the container')
     }
     await collector.finalSweep()
-    outbox.enqueue(id, { kind: 'update', fields: { _status: success ? 'success' : 'fail', FGMachine: summary } })
-    outbox.enqueue(id, { kind: 'finished' })
-    const allSent = await outbox.drain(id)
-    if (!allSent) log.warn({ resultsDir }, 'shutting down before FGLab acknowledged everything: results folder kept')
-    else if (!project.keep_results) await collector.cleanup()
-    this.deps.logHub.end(id)
-    this.#experiments.delete(id)
+    this.deps.outbox.enqueue(id, { kind: 'update', fields: { _status: success ? 'success' : 'fail', FGMachine: summary } })
+    this.deps.outbox.enqueue(id, { kind: 'finished' })
+    this.#save(exp, { phase: 'reporting' })
+    await this.#complete(exp, collector, log)
+  }
+
+  /** Once FGLab has everything: remove the results folder and forget the experiment. */
+  async #complete(exp: Experiment, collector: ResultsCollector, log: Logger): Promise<void> {
+    exp.state = 'reporting'
+    const allSent = await this.deps.outbox.drain(exp.id)
+    if (!allSent) {
+      log.info('shutting down before FGLab acknowledged everything: the reports are kept and sent after the restart')
+      return
+    }
+    if (!exp.record.keepResults) await collector.cleanup()
+    this.deps.journal.remove(exp.id)
+    this.deps.logHub.end(exp.id)
+    this.#experiments.delete(exp.id)
     log.info('experiment reported')
   }
 }
@@ -214,6 +414,7 @@ function exitSummary(exit: ExitInfo, killed: boolean): Record<string, unknown> {
   const s: Record<string, unknown> = { exit_code: exit.exitCode }
   if (exit.signal) s.signal = exit.signal
   if (exit.oomKilled) s.oom_killed = true
+  if (exit.timedOut) s.timed_out = true
   if (killed) s.killed = true
   if (exit.error) s.error = exit.error
   return s

@@ -1,4 +1,6 @@
 import { spawn } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import path from 'node:path'
 import { pumpText } from './pump.js'
 import type { ExitInfo, LaunchSpec, RunHandle, Runtime } from './runtime.js'
 
@@ -45,6 +47,7 @@ export class ProcessRuntime implements Runtime {
       }
     }
     return {
+      pid: child.pid,
       exited,
       async stop(graceMs) {
         signalGroup('SIGTERM')
@@ -54,5 +57,27 @@ export class ProcessRuntime implements Runtime {
       },
       async dispose() {},
     }
+  }
+}
+
+/**
+ * A local experiment left by an FGMachine that crashed: end its process group
+ * if that process is still the one we started (its command line says so, so
+ * that a reused pid is never hit). Returns whether something was killed.
+ */
+export function killLeftover(pid: number, command: string): boolean {
+  let cmdline: string
+  try {
+    cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8')
+  } catch {
+    return false
+  }
+  const argv0 = cmdline.split('\0')[0] ?? ''
+  if (argv0 !== command && path.basename(argv0) !== path.basename(command)) return false
+  try {
+    process.kill(-pid, 'SIGKILL')
+    return true
+  } catch {
+    return false
   }
 }

@@ -25,12 +25,18 @@ export interface ExitInfo {
   exitCode: number | null
   signal?: string
   oomKilled?: boolean
+  /** Stopped for running past the project's timeout. */
+  timedOut?: boolean
   /** Why the program could not run or ended abnormally, in words. */
   error?: string
 }
 
 /** A launched experiment. */
 export interface RunHandle {
+  /** The container, for a Docker experiment. */
+  readonly containerId?: string
+  /** The process (and process group) id, for a local experiment. */
+  readonly pid?: number
   /** Resolves when the program ended and all its output was delivered. */
   readonly exited: Promise<ExitInfo>
   /** Ask the program to stop (SIGTERM), then force it (SIGKILL) after `graceMs`. */

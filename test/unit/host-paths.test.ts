@@ -64,7 +64,8 @@ t.test('detection inspects its own container through the engine', async (t) => {
   const sink = new LogSink()
   const log = pino({ level: 'debug' }, sink)
   const mounts = [{ type: 'bind', source: '/srv/fgm', destination: '/data' }]
-  const hp = await detectHostPaths(fakeDocker({ [ID]: { id: ID, name: 'fgmachine', mounts } }), log, proc)
+  const state = { status: 'running', running: true, exitCode: 0, oomKilled: false }
+  const hp = await detectHostPaths(fakeDocker({ [ID]: { id: ID, name: 'fgmachine', mounts, labels: {}, state } }), log, proc)
   t.equal(hp.containerId, ID)
   t.equal(hp.toHost('/data/results/x'), '/srv/fgm/results/x')
   t.ok(sink.find('FGMachine runs in a container: experiment paths are translated through its mounts'))

@@ -1,0 +1,95 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url))
+
+export interface ChildMachine {
+  url: string
+  child: ChildProcess
+  /** Parsed log lines so far. */
+  lines: Array<Record<string, unknown>>
+  /** kill -9: no shutdown, no cleanup, as a crash or an OOM kill. */
+  crash(): Promise<void>
+  /** SIGTERM, as `docker stop`; resolves with the exit code. */
+  stop(): Promise<number | null>
+}
+
+export interface ChildMachineOptions {
+  fglabUrl: string
+  port: number
+  dataDir: string
+  projectsPath: string
+  env?: Record<string, string>
+}
+
+/**
+ * FGMachine as its own process (src/server.ts through tsx), configured by the
+ * environment as a user runs it: for tests that crash it and start it again.
+ */
+export async function spawnMachine(opts: ChildMachineOptions): Promise<ChildMachine> {
+  const url = `http://127.0.0.1:${opts.port}`
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+    cwd: ROOT,
+    env: {
+      PATH: process.env.PATH,
+      HOME: process.env.HOME,
+      DOCKER_HOST: process.env.DOCKER_HOST,
+      FGLAB_URL: opts.fglabUrl,
+      FGMACHINE_URL: url,
+      HOST: '127.0.0.1',
+      FGMACHINE_PROJECTS: opts.projectsPath,
+      FGMACHINE_DATA_DIR: opts.dataDir,
+      FGMACHINE_GPUS: 'none',
+      FGMACHINE_KILL_GRACE_S: '2',
+      LOG_LEVEL: 'debug',
+      ...opts.env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  const lines: Array<Record<string, unknown>> = []
+  let buffered = ''
+  child.stdout!.on('data', (b: Buffer) => {
+    buffered += b.toString()
+    let nl
+    while ((nl = buffered.indexOf('\n')) !== -1) {
+      const line = buffered.slice(0, nl)
+      buffered = buffered.slice(nl + 1)
+      try {
+        lines.push(JSON.parse(line) as Record<string, unknown>)
+      } catch {
+        // not a log line
+      }
+      if (process.env.FGM_TEST_LOGS) process.stderr.write(`[child ${child.pid}] ${line}\n`)
+    }
+  })
+  let stderr = ''
+  child.stderr!.on('data', (b: Buffer) => (stderr = (stderr + b.toString()).slice(-4000)))
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
+  const deadline = Date.now() + 30_000
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`FGMachine exited at start (${child.exitCode}):\n${stderr}`)
+    const ok = await fetch(`${url}/health`).then(
+      () => true,
+      () => false,
+    )
+    if (ok) break
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL')
+      throw new Error(`FGMachine did not answer within 30 s:\n${stderr}`)
+    }
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  return {
+    url,
+    child,
+    lines,
+    async crash() {
+      child.kill('SIGKILL')
+      await exited
+    },
+    async stop() {
+      child.kill('SIGTERM')
+      return exited
+    },
+  }
+}
