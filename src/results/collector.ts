@@ -82,7 +82,7 @@ export class ResultsCollector {
    * Symlinks are removed as links; what they point to is never touched.
    */
   async cleanup(): Promise<void> {
-    let names: string[] = []
+    let names: string[]
     try {
       names = await readdir(this.opts.dir)
     } catch {
