@@ -14,6 +14,8 @@ const GPU_ENV = new Set(['NVIDIA_VISIBLE_DEVICES', 'CUDA_VISIBLE_DEVICES'])
 /** Each experiment in a sibling container, its results folder bind-mounted at the same path. */
 export class DockerRuntime implements Runtime {
   readonly kind = 'docker' as const
+  /** Containers FGMachine itself is stopping (kill, timeout): their signal exit is no mystery. */
+  #stopped = new Set<string>()
 
   constructor(
     private readonly docker: ContainerClient,
@@ -97,7 +99,18 @@ export class DockerRuntime implements Runtime {
   }
 
   #handle(id: string, exited: Promise<ExitInfo>, dispose: () => Promise<void>): RunHandle {
-    return { containerId: id, exited, stop: (graceMs) => this.docker.stop(id, graceMs / 1000), dispose }
+    return {
+      containerId: id,
+      exited,
+      stop: (graceMs) => {
+        this.#stopped.add(id)
+        return this.docker.stop(id, graceMs / 1000)
+      },
+      dispose: async () => {
+        this.#stopped.delete(id)
+        await dispose()
+      },
+    }
   }
 
   /** An experiment's container: by the id the journal kept, else by its label. Undefined when there is none. */
@@ -132,9 +145,20 @@ export class DockerRuntime implements Runtime {
       try {
         const exit = await this.docker.wait(id)
         await Promise.race([Promise.all([output.out.ended, output.pumped]), new Promise((r) => setTimeout(r, 5000).unref())])
+        // Killed by a signal nobody here sent: a daemon shutting down stops its containers
+        // so, and goes away a moment later. Look whether it is still there.
+        if (!lostDocker && !exit.oomKilled && (exit.exitCode === 137 || exit.exitCode === 143) && !this.#stopped.has(id)) {
+          await realSleep(1000)
+          if (!(await this.docker.ping().then(() => true, () => false))) {
+            lostDocker = true
+            log.warn('Docker went away as the container ended: the daemon stopped it; waiting for Docker to come back')
+            // Back before the container can be removed.
+            await this.#dockerBack().catch(() => undefined)
+          }
+        }
         // From the container's state, not from exit code 137, which any SIGKILL gives.
         let error = exit.oomKilled ? 'out of memory: the container reached its memory limit and was killed' : exit.error
-        if (lostDocker && !error && exit.exitCode !== 0) error = 'the Docker daemon restarted while it ran'
+        if (lostDocker && !error && exit.exitCode !== 0) error = 'the Docker daemon stopped or restarted while it ran'
         return { exitCode: exit.exitCode, oomKilled: exit.oomKilled, error }
       } catch (err) {
         if (!(err instanceof DockerError) || !err.unreachable) {

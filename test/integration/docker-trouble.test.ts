@@ -1,0 +1,122 @@
+import { execFileSync } from 'node:child_process'
+import t from 'tap'
+import { startBareDockerd } from '../helpers/bare-dockerd.js'
+import { startHarness } from '../helpers/harness.js'
+import { objectId } from '../helpers/ids.js'
+import { dockerAvailable, ensureBusyboxImage } from '../helpers/images.js'
+
+if (!dockerAvailable()) throw new Error('integration tests need a Docker engine: run them through `bash .ci/run`, or start dockerd')
+const image = ensureBusyboxImage()
+
+t.test('dockerd restarted under running experiments: FGMachine keeps serving, reconnects, and reports them fail with the reason', async (t) => {
+  const bare = await startBareDockerd([image])
+  t.teardown(() => bare.close())
+  const h = await startHarness({
+    config: { dockerHost: bare.host },
+    projects: (r) => ({ p: { image, command: 'sh', args: ['-c', 'echo "{\\"_scores\\": {\\"a\\": 1}}" > "$FGLAB_RESULTS_DIR/s.json"; sleep 120'], capacity: 0.5, results: r } }),
+  })
+  t.teardown(() => h.close())
+  const ids = [objectId(), objectId()]
+  for (const id of ids) await h.submit('p', { _id: id })
+  await h.fglab.waitFor(() => ids.every((id) => h.fglab.experiment(id).started === 1), 30_000, 'started')
+
+  const restarted = bare.restart({ downMs: 4000 })
+  await h.fglab.waitFor(() => h.logs.find(/lost the connection to Docker|Docker went away/) !== undefined, 30_000, 'the loss to be noticed')
+  const health = await fetch(`${h.url}/health`)
+  t.equal(health.status, 503, 'health says Docker is gone')
+  t.equal((await h.capacity('p')).status, 501, 'still serving: the lost experiments still hold their capacity')
+  await restarted
+
+  await h.fglab.waitFinished(ids, 60_000)
+  for (const id of ids) {
+    const e = h.fglab.experiment(id)
+    t.equal(e.fields._status, 'fail')
+    t.match((e.fields.FGMachine as Record<string, unknown>).error, /Docker daemon/, 'the reason names the daemon')
+    t.same(e.fields._scores, { a: 1 }, 'results written before still arrive')
+  }
+  await h.machine.experiments.idle()
+  t.equal((await h.capacity('p')).body.capacity, 2, 'capacity released')
+  t.equal((await fetch(`${h.url}/health`)).status, 200, 'healthy again')
+  const left = execFileSync('docker', ['-H', bare.host, 'ps', '-aq'], { encoding: 'utf8' }).trim()
+  t.equal(left, '', 'their containers removed')
+})
+
+t.test('an OOM-killed container is reported fail with "out of memory", from its state', async (t) => {
+  const h = await startHarness({
+    projects: (r) => ({ p: { image, command: 'sh', args: ['-c', 'dd if=/dev/zero of=/dev/null bs=64M count=1'], capacity: 1, memory: '8m', results: r } }),
+  })
+  t.teardown(() => h.close())
+  const id = objectId()
+  await h.submit('p', { _id: id })
+  await h.fglab.waitFinished([id], 30_000)
+  const e = h.fglab.experiment(id)
+  t.equal(e.fields._status, 'fail')
+  t.match(e.fields.FGMachine, { exit_code: 137, oom_killed: true, error: /out of memory/ }, h.machine.logHub.backlog(id).map((c) => c.text).join(''))
+})
+
+t.test('a killed (not OOM) container with exit code 137 is not called out of memory', async (t) => {
+  const h = await startHarness({ projects: (r) => ({ p: { image, command: 'sh', args: ['-c', 'sleep 60'], capacity: 1, memory: '64m', results: r } }) })
+  t.teardown(() => h.close())
+  const id = objectId()
+  await h.submit('p', { _id: id })
+  await h.fglab.waitFor(() => h.fglab.experiment(id).started === 1, 20_000, 'started')
+  await fetch(`${h.url}/experiments/${id}/kill`, { method: 'POST' })
+  await h.fglab.waitFinished([id], 30_000)
+  const summary = h.fglab.experiment(id).fields.FGMachine as Record<string, unknown>
+  t.equal(summary.exit_code, 137)
+  t.equal(summary.oom_killed, undefined)
+  t.notMatch(String(summary.error ?? ''), /memory/)
+})
+
+t.test('timeout: stopped, then killed after the grace period, reported fail with the reason', async (t) => {
+  const h = await startHarness({ projects: (r) => ({ p: { image, command: 'sh', args: ['-c', 'sleep 60'], capacity: 1, timeout: 1, results: r } }) })
+  t.teardown(() => h.close())
+  const id = objectId()
+  await h.submit('p', { _id: id })
+  await h.fglab.waitFinished([id], 30_000)
+  const e = h.fglab.experiment(id)
+  t.equal(e.fields._status, 'fail')
+  t.match(e.fields.FGMachine, { timed_out: true, error: 'timed out after 1 s' })
+  const stderr = h.machine.logHub.backlog(id).filter((c) => c.stream === 'stderr').map((c) => c.text).join('')
+  t.match(stderr, /timed out after 1 s/)
+})
+
+t.test('stray containers of this machine are removed after the grace period; others are never touched', async (t) => {
+  const h = await startHarness()
+  const machineId = h.machine.registration.machineId!
+  await h.close()
+  // Left as a crash in the middle of a start would leave them: our labels, no experiment we know.
+  const stray = execFileSync('docker', ['create', '--label', `fgmachine.machine=${machineId}`, '--label', `fgmachine.experiment=${objectId()}`, '--label', 'fgmachine.managed=true', image, 'true'], { encoding: 'utf8' }).trim()
+  const other = execFileSync('docker', ['create', '--label', 'fgmachine.machine=aaaaaaaaaaaaaaaaaaaaaaaa', '--label', `fgmachine.experiment=${objectId()}`, image, 'true'], { encoding: 'utf8' }).trim()
+  const unlabelled = execFileSync('docker', ['create', image, 'true'], { encoding: 'utf8' }).trim()
+  t.teardown(() => execFileSync('docker', ['rm', '-f', other, unlabelled]))
+  // The same data folder, a new start: the grace period is 0 here.
+  const { createMachine } = await import('../../src/machine.js')
+  const pino = (await import('pino')).default
+  const { LogSink } = await import('../helpers/harness.js')
+  const { FakeFglab } = await import('../helpers/fake-fglab.js')
+  const fglab = new FakeFglab()
+  await fglab.start()
+  t.teardown(() => fglab.close())
+  const logs = new LogSink()
+  const os = await import('node:os')
+  const path = await import('node:path')
+  const fs = await import('node:fs')
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fgm-stray-'))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  fs.mkdirSync(path.join(dir, 'data'))
+  fs.writeFileSync(path.join(dir, 'data/specs.json'), JSON.stringify({ _id: machineId }))
+  fs.writeFileSync(path.join(dir, 'projects.json'), '{}')
+  const m = await createMachine(
+    { fglabUrl: fglab.url, machineUrl: 'http://127.0.0.1:0', host: '127.0.0.1', port: 0, projectsPath: path.join(dir, 'projects.json'), dataDir: path.join(dir, 'data'), dockerHost: undefined, logLevel: 'debug', killGraceMs: 1000, gpus: 'none', templatePath: undefined, token: undefined },
+    { log: pino({ level: 'debug' }, logs), orphanGraceMs: 0 },
+  )
+  t.teardown(() => m.close())
+  await m.listen()
+  await fglab.waitFor(() => logs.find(/belongs to no experiment it knows/) !== undefined, 20_000, 'the sweep')
+  const exists = (id: string) => execFileSync('docker', ['ps', '-aq', '--no-trunc', '--filter', `id=${id}`], { encoding: 'utf8' }).trim() !== ''
+  await fglab.waitFor(() => !exists(stray), 10_000, 'the stray container to go')
+  t.notOk(exists(stray), 'ours, unknown: removed')
+  t.ok(exists(other), "another machine's: kept")
+  t.ok(exists(unlabelled), 'unlabelled: kept')
+})
