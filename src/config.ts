@@ -52,6 +52,10 @@ const EnvSchema = z.object({
       }
     }),
   FGMACHINE_TEMPLATE: z.string().trim().optional(),
+  FGMACHINE_PULL_STALL_S: z.coerce
+    .number({ error: 'FGMACHINE_PULL_STALL_S must be a number of seconds' })
+    .positive('FGMACHINE_PULL_STALL_S must be a number of seconds, more than 0')
+    .default(300),
   FGMACHINE_KILL_GRACE_S: z.coerce
     .number({ error: 'FGMACHINE_KILL_GRACE_S must be a number of seconds' })
     .min(0, 'FGMACHINE_KILL_GRACE_S must be a number of seconds, 0 or more')
@@ -79,6 +83,8 @@ export interface Config {
   templatePath: string | undefined
   /** FGMACHINE_TOKEN: when set, POST and PUT calls need it (Authorization: Bearer, or X-FGMachine-Token). Off by default. */
   token: string | undefined
+  /** An image pull that shows no progress for this long is cancelled. */
+  pullStallMs: number
 }
 
 export class ConfigError extends Error {
@@ -129,6 +135,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     gpus: e.FGMACHINE_GPUS,
     templatePath: e.FGMACHINE_TEMPLATE ? path.resolve(cwd, e.FGMACHINE_TEMPLATE) : undefined,
     token: e.FGMACHINE_TOKEN,
+    pullStallMs: Math.round(e.FGMACHINE_PULL_STALL_S * 1000),
   }
 }
 

@@ -75,7 +75,7 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
   const projects = new ProjectStore(config.projectsPath, log.child({ component: 'projects' }), process.cwd(), loadTemplate(config.templatePath))
   const scheduler = new Scheduler(gpus.map((g) => g.index))
   const logHub = new LogHub()
-  const docker = opts.containerClient ?? new DockerContainerClient(config.dockerHost)
+  const docker = opts.containerClient ?? new DockerContainerClient(config.dockerHost, { pullStallMs: config.pullStallMs })
   // Known once listen() has looked; until then paths are the host's.
   let hostPaths = HostPaths.onHost
   projects.addCheck((p) => {

@@ -30,10 +30,14 @@ export function dockerOptions(dockerHost: string | undefined): Docker.DockerOpti
 /** The ContainerClient over dockerode: dockerode's types stop here. */
 export class DockerContainerClient implements ContainerClient {
   readonly docker: Docker
-  #pulls = new Map<string, Promise<void>>()
+  #pulls = new Map<string, { done: Promise<void>; listeners: Set<(p: PullProgress) => void> }>()
 
-  constructor(dockerHost?: string) {
+  /** A pull that shows no progress for this long is cancelled (ms). */
+  readonly pullStallMs: number
+
+  constructor(dockerHost?: string, opts: { pullStallMs?: number } = {}) {
     this.docker = new Docker(dockerOptions(dockerHost))
+    this.pullStallMs = opts.pullStallMs ?? 300_000
   }
 
   async ping(): Promise<void> {
@@ -60,32 +64,65 @@ export class DockerContainerClient implements ContainerClient {
     } catch (err) {
       if ((err as { statusCode?: number }).statusCode !== 404) throw dockerError(`cannot inspect image ${image}`, err)
     }
-    // One pull per image, shared by concurrent starts.
+    // One pull per image, shared by concurrent starts; each of them hears its progress.
     let pull = this.#pulls.get(image)
     if (!pull) {
-      pull = this.#pull(image, onProgress).finally(() => this.#pulls.delete(image))
+      const listeners = new Set<(p: PullProgress) => void>()
+      const done = this.#pull(image, (p) => listeners.forEach((l) => l(p))).finally(() => this.#pulls.delete(image))
+      pull = { done, listeners }
       this.#pulls.set(image, pull)
     }
-    await pull
+    if (onProgress) pull.listeners.add(onProgress)
+    try {
+      await pull.done
+    } finally {
+      if (onProgress) pull.listeners.delete(onProgress)
+    }
   }
 
-  async #pull(image: string, onProgress?: (p: PullProgress) => void): Promise<void> {
-    let stream: NodeJS.ReadableStream
-    try {
-      stream = await this.docker.pull(image)
-    } catch (err) {
-      throw dockerError(`cannot pull image ${image}`, err)
+  /** Pull, cancelling when nothing comes for `pullStallMs` (a registry that accepts and never answers). */
+  async #pull(image: string, onProgress: (p: PullProgress) => void): Promise<void> {
+    const stallS = Math.round(this.pullStallMs / 1000)
+    const stalled = () => new DockerError(`cannot pull image ${image}: the pull made no progress for ${stallS} s; cancelled`)
+    let stream: NodeJS.ReadableStream | undefined
+    let timer: NodeJS.Timeout | undefined
+    let fail: (err: Error) => void = () => {}
+    const watchdog = new Promise<never>((_, reject) => (fail = reject))
+    watchdog.catch(() => undefined)
+    const arm = () => {
+      clearTimeout(timer)
+      timer = setTimeout(() => {
+        ;(stream as unknown as { destroy?: () => void } | undefined)?.destroy?.()
+        fail(stalled())
+      }, this.pullStallMs)
     }
-    await new Promise<void>((resolve, reject) => {
-      this.docker.modem.followProgress(
-        stream,
-        (err: Error | null) => (err ? reject(dockerError(`cannot pull image ${image}`, err)) : resolve()),
-        (event: { status?: string; id?: string; progress?: string; error?: string }) => {
-          if (event.error) return
-          onProgress?.({ status: event.status ?? '', id: event.id, progress: event.progress })
+    arm()
+    try {
+      const opened = this.docker.pull(image).then(
+        (s: NodeJS.ReadableStream) => s,
+        (err: unknown) => {
+          throw dockerError(`cannot pull image ${image}`, err)
         },
       )
-    })
+      stream = await Promise.race([opened, watchdog])
+      const s = stream
+      await Promise.race([
+        watchdog,
+        new Promise<void>((resolve, reject) => {
+          this.docker.modem.followProgress(
+            s,
+            (err: Error | null) => (err ? reject(dockerError(`cannot pull image ${image}`, err)) : resolve()),
+            (event: { status?: string; id?: string; progress?: string; error?: string }) => {
+              arm()
+              if (event.error) return
+              onProgress({ status: event.status ?? '', id: event.id, progress: event.progress })
+            },
+          )
+        }),
+      ])
+    } finally {
+      clearTimeout(timer)
+    }
   }
 
   async create(spec: ContainerSpec): Promise<string> {

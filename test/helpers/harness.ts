@@ -28,6 +28,23 @@ export class LogSink extends Writable {
   }
 }
 
+/** A configuration for a service under test: loopback, a free port, no GPUs, short grace; `fields` say the rest. */
+export function testConfig(fields: Partial<Config> & Pick<Config, 'fglabUrl' | 'projectsPath' | 'dataDir'>): Config {
+  return {
+    machineUrl: 'http://127.0.0.1:0',
+    host: '127.0.0.1',
+    port: 0,
+    dockerHost: process.env.DOCKER_HOST,
+    logLevel: 'debug',
+    killGraceMs: 2000,
+    gpus: 'none',
+    templatePath: undefined,
+    token: undefined,
+    pullStallMs: 300_000,
+    ...fields,
+  }
+}
+
 export interface Harness {
   dir: string
   resultsDir: string
@@ -59,20 +76,7 @@ export async function startHarness(opts: HarnessOptions = {}): Promise<Harness> 
   writeProjects(typeof opts.projects === 'function' ? opts.projects(resultsDir) : (opts.projects ?? {}))
   const logs = new LogSink()
   const log = pino({ level: 'debug' }, logs)
-  const config: Config = {
-    fglabUrl: fglab.url,
-    machineUrl: 'http://127.0.0.1:0',
-    host: '127.0.0.1',
-    port: 0,
-    projectsPath,
-    dataDir: dir,
-    dockerHost: process.env.DOCKER_HOST,
-    logLevel: 'debug',
-    killGraceMs: 2000,
-    gpus: 'none',
-    templatePath: undefined,
-    ...opts.config,
-  }
+  const config = testConfig({ fglabUrl: fglab.url, projectsPath, dataDir: dir, ...opts.config })
   const machine = await createMachine(config, {
     log,
     backoff: { baseMs: 20, maxMs: 200 },

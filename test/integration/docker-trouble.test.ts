@@ -93,7 +93,7 @@ t.test('stray containers of this machine are removed after the grace period; oth
   // The same data folder, a new start: the grace period is 0 here.
   const { createMachine } = await import('../../src/machine.js')
   const pino = (await import('pino')).default
-  const { LogSink } = await import('../helpers/harness.js')
+  const { LogSink, testConfig } = await import('../helpers/harness.js')
   const { FakeFglab } = await import('../helpers/fake-fglab.js')
   const fglab = new FakeFglab()
   await fglab.start()
@@ -108,7 +108,7 @@ t.test('stray containers of this machine are removed after the grace period; oth
   fs.writeFileSync(path.join(dir, 'data/specs.json'), JSON.stringify({ _id: machineId }))
   fs.writeFileSync(path.join(dir, 'projects.json'), '{}')
   const m = await createMachine(
-    { fglabUrl: fglab.url, machineUrl: 'http://127.0.0.1:0', host: '127.0.0.1', port: 0, projectsPath: path.join(dir, 'projects.json'), dataDir: path.join(dir, 'data'), dockerHost: undefined, logLevel: 'debug', killGraceMs: 1000, gpus: 'none', templatePath: undefined, token: undefined },
+    testConfig({ fglabUrl: fglab.url, projectsPath: path.join(dir, 'projects.json'), dataDir: path.join(dir, 'data') }),
     { log: pino({ level: 'debug' }, logs), orphanGraceMs: 0 },
   )
   t.teardown(() => m.close())

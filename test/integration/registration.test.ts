@@ -4,10 +4,9 @@ import os from 'node:os'
 import path from 'node:path'
 import pino from 'pino'
 import t, { type Test } from 'tap'
-import type { Config } from '../../src/config.js'
 import { createMachine } from '../../src/machine.js'
 import { FakeFglab } from '../helpers/fake-fglab.js'
-import { LogSink } from '../helpers/harness.js'
+import { LogSink, testConfig } from '../helpers/harness.js'
 
 async function freePort(): Promise<number> {
   const srv = createServer()
@@ -21,19 +20,7 @@ function setup(t: Test, fglabUrl: string) {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'fgm-reg-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   writeFileSync(path.join(dir, 'projects.json'), JSON.stringify({ p1: { command: 'true', capacity: 1, results: 'results' } }))
-  const config: Config = {
-    fglabUrl,
-    machineUrl: 'http://gpu-box:5081',
-    host: '127.0.0.1',
-    port: 0,
-    projectsPath: path.join(dir, 'projects.json'),
-    dataDir: path.join(dir, 'data'),
-    dockerHost: process.env.DOCKER_HOST,
-    logLevel: 'debug',
-    killGraceMs: 1000,
-    gpus: 'none',
-    templatePath: undefined,
-  }
+  const config = testConfig({ fglabUrl, machineUrl: 'http://gpu-box:5081', projectsPath: path.join(dir, 'projects.json'), dataDir: path.join(dir, 'data') })
   return { dir, config }
 }
 
