@@ -107,7 +107,7 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
       machineId: () => registration.machineId,
       health: { docker: () => docker.ping(), fglab: () => client.ping() },
     },
-    { logger: log },
+    { logger: log, token: config.token },
   )
 
   let started = false

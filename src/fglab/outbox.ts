@@ -1,4 +1,5 @@
-import { readFile, stat } from 'node:fs/promises'
+import { constants } from 'node:fs'
+import { open, type FileHandle } from 'node:fs/promises'
 import path from 'node:path'
 import type { Logger } from 'pino'
 import { mimeType } from '../results/mime.js'
@@ -206,37 +207,56 @@ export class Outbox {
     }
   }
 
+  /**
+   * Send one results file as it is now. It is opened without following a
+   * symlink (an experiment may swap a file for a link to a host file between
+   * the watch and the send), and read only through that open file.
+   */
   async #sendResultsFile(id: string, file: string): Promise<void> {
-    let st
+    const name = path.basename(file)
+    let fh: FileHandle
     try {
-      st = await stat(file)
+      fh = await open(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      const code = (err as NodeJS.ErrnoException).code
+      if (code === 'ENOENT') {
         this.log.warn({ experimentId: id, file }, 'results file disappeared before it could be sent')
+        return
+      }
+      if (code === 'ELOOP') {
+        this.log.warn({ experimentId: id, file: name }, 'results entry became a symlink; not sent')
         return
       }
       throw new FglabError(`cannot read ${file}: ${(err as Error).message}`, undefined, false)
     }
-    if (!st.isFile()) return
-    const name = path.basename(file)
-    if (name.toLowerCase().endsWith('.json')) {
-      const fields = await readJsonFields(file)
-      if (fields.ok) {
-        await this.client.updateExperiment(id, fields.value)
-        this.log.debug({ experimentId: id, file: name, fields: Object.keys(fields.value) }, 'results fields sent')
+    try {
+      const st = await fh.stat()
+      if (!st.isFile()) {
+        this.log.warn({ experimentId: id, file: name }, 'results entry is not a regular file; not sent')
         return
       }
-      this.log.warn({ experimentId: id, file: name, reason: fields.reason }, 'results JSON file does not hold a JSON object; uploading it as a file instead')
+      if (name.toLowerCase().endsWith('.json')) {
+        const fields = parseJsonFields(await fh.readFile('utf8'))
+        if (fields.ok) {
+          await this.client.updateExperiment(id, fields.value)
+          this.log.debug({ experimentId: id, file: name, fields: Object.keys(fields.value) }, 'results fields sent')
+          return
+        }
+        this.log.warn({ experimentId: id, file: name, reason: fields.reason }, 'results JSON file does not hold a JSON object; uploading it as a file instead')
+      }
+      // The open file itself (Linux's /proc/self/fd), streamed: never the path again.
+      await this.client.uploadFiles(id, [{ path: `/proc/self/fd/${fh.fd}`, name, type: mimeType(name) }])
+      this.log.debug({ experimentId: id, file: name, bytes: st.size }, 'results file uploaded')
+    } finally {
+      await fh.close()
     }
-    await this.client.uploadFiles(id, [{ path: file, name, type: mimeType(name) }])
-    this.log.debug({ experimentId: id, file: name, bytes: st.size }, 'results file uploaded')
   }
 }
 
-async function readJsonFields(file: string): Promise<{ ok: true; value: Record<string, unknown> } | { ok: false; reason: string }> {
+function parseJsonFields(text: string): { ok: true; value: Record<string, unknown> } | { ok: false; reason: string } {
   let value: unknown
   try {
-    value = JSON.parse(await readFile(file, 'utf8'))
+    value = JSON.parse(text)
   } catch (err) {
     return { ok: false, reason: (err as Error).message }
   }

@@ -8,6 +8,9 @@ export function isObjectId(value: unknown): value is string {
 /** Project ids are FGLab ObjectIds too; the original accepted any key, so we allow a safe superset. */
 export const PROJECT_ID = /^[A-Za-z0-9_-]{1,64}$/
 
+/** Names that mean something to every JavaScript object: never a project id. */
+const RESERVED = new Set(['__proto__', 'constructor', 'prototype'])
+
 export function isProjectId(value: unknown): value is string {
-  return typeof value === 'string' && PROJECT_ID.test(value)
+  return typeof value === 'string' && PROJECT_ID.test(value) && !RESERVED.has(value)
 }
