@@ -61,6 +61,7 @@ t.test('killed -9 with four experiments running (one ends while it is down): all
   await s.fglab.waitFor(() => ids.every((id) => s.fglab.experiment(id).started === 1), 30_000, 'all started')
   t.equal(await s.capacity(m.url), 0, 'full')
 
+  const firstLines = m.lines
   await m.crash()
   t.same(ids.map(s.containerState), ['running', 'running', 'running', 'running'], 'a crash of FGMachine leaves the containers running')
   // One ends while FGMachine is down.
@@ -85,8 +86,11 @@ t.test('killed -9 with four experiments running (one ends while it is down): all
     t.equal(e.fields._status, 'success', `experiment ${n} succeeded`)
     t.same(e.fields._scores, { n }, `experiment ${n}: scores`)
     t.equal(e.fields._notes, `ended ${n}`, `experiment ${n}: results written after the restart`)
-    t.equal(e.started, 1, `experiment ${n} started once`)
+    // A report acknowledged just before the crash may be sent again (harmless); a launch never is.
+    t.ok(e.started >= 1, `experiment ${n} reported started`)
   }
+  const launched = firstLines.filter((l) => l.msg === 'container started').map((l) => l.experimentId)
+  t.same(launched.sort(), [...ids].sort(), 'the first FGMachine started each container once')
   t.equal(docker('ps', '-a', '-q', '--filter', `label=fgmachine.experiment=${ids[0]}`), '', 'containers removed once reported')
   const starts = m.lines.filter((l) => l.msg === 'starting experiment').map((l) => l.experimentId)
   t.same(starts, [extra], 'the restarted FGMachine launched only the new experiment')
