@@ -24,24 +24,32 @@ export function imageExists(name: string): boolean {
   }
 }
 
-/** Build BUSYBOX_IMAGE with `docker import` unless it is there already. */
-export function ensureBusyboxImage(): string {
-  if (imageExists(BUSYBOX_IMAGE)) return BUSYBOX_IMAGE
+/**
+ * `docker import` a root file system of busybox (with these applets, /tmp) and
+ * whatever `extra` adds, as `name`, with these `--change` instructions.
+ */
+function importRootfs(name: string, changes: string[], applets: string[], extra?: (root: string) => void): void {
   const busybox = ['/bin/busybox', '/usr/bin/busybox'].find((p) => existsSync(p))
   if (!busybox) throw new Error('busybox is not installed: apt-get install busybox-static (.ci/run does this)')
-  const root = mkdtempSync(path.join(os.tmpdir(), 'fgm-busybox-'))
+  const root = mkdtempSync(path.join(os.tmpdir(), 'fgm-rootfs-'))
   try {
     mkdirSync(path.join(root, 'bin'))
     mkdirSync(path.join(root, 'tmp'))
     chmodSync(path.join(root, 'tmp'), 0o1777)
     copyFileSync(busybox, path.join(root, 'bin/busybox'))
     chmodSync(path.join(root, 'bin/busybox'), 0o755)
-    for (const a of APPLETS) symlinkSync('busybox', path.join(root, 'bin', a))
-    const tar = execFileSync('tar', ['-C', root, '-c', '.'], { maxBuffer: 64 * 1024 * 1024 })
-    docker(['import', '--change', 'ENV PATH=/bin', '-', BUSYBOX_IMAGE], tar)
+    for (const a of applets) symlinkSync('busybox', path.join(root, 'bin', a))
+    extra?.(root)
+    const tar = execFileSync('tar', ['-C', root, '-c', '.'], { maxBuffer: 512 * 1024 * 1024 })
+    docker(['import', ...changes.flatMap((c) => ['--change', c]), '-', name], tar)
   } finally {
     rmSync(root, { recursive: true, force: true })
   }
+}
+
+/** Build BUSYBOX_IMAGE with `docker import` unless it is there already. */
+export function ensureBusyboxImage(): string {
+  if (!imageExists(BUSYBOX_IMAGE)) importRootfs(BUSYBOX_IMAGE, ['ENV PATH=/bin'], APPLETS)
   return BUSYBOX_IMAGE
 }
 
@@ -70,21 +78,19 @@ export const NODE_IMAGE = 'fgmachine-test/node:24'
 
 export function ensureNodeImage(): string {
   if (imageExists(NODE_IMAGE)) return NODE_IMAGE
-  const busybox = ['/bin/busybox', '/usr/bin/busybox'].find((p) => existsSync(p))
-  if (!busybox) throw new Error('busybox is not installed: apt-get install busybox-static (.ci/run does this)')
   const npmDir = ['/usr/lib/node_modules/npm', '/usr/local/lib/node_modules/npm', path.resolve(path.dirname(process.execPath), '../lib/node_modules/npm')].find((p) =>
     existsSync(path.join(p, 'bin/npm-cli.js')),
   )
   if (!npmDir) throw new Error('npm is not installed where the stand-in node image looks for it')
-  const root = mkdtempSync(path.join(os.tmpdir(), 'fgm-node-'))
-  try {
-    for (const d of ['bin', 'usr/bin', 'usr/local/bin', 'usr/local/lib/node_modules', 'tmp', 'root', 'etc']) mkdirSync(path.join(root, d), { recursive: true })
-    chmodSync(path.join(root, 'tmp'), 0o1777)
-    copyFileSync(busybox, path.join(root, 'bin/busybox'))
-    chmodSync(path.join(root, 'bin/busybox'), 0o755)
-    for (const a of [...APPLETS, 'which', 'grep', 'sed', 'tar', 'gzip', 'find', 'xargs', 'chmod', 'chown', 'ln', 'readlink', 'uname', 'hostname', 'nc', 'wget']) {
-      if (!existsSync(path.join(root, 'bin', a))) symlinkSync('busybox', path.join(root, 'bin', a))
-    }
+  // This machine reaches the npm registry through a TLS proxy whose CA is in the
+  // system bundle: the stand-in trusts what this machine trusts.
+  const caBundle = '/etc/ssl/certs/ca-certificates.crt'
+  const hasCa = existsSync(caBundle)
+  const applets = [...APPLETS, 'which', 'grep', 'sed', 'tar', 'gzip', 'find', 'xargs', 'chmod', 'chown', 'ln', 'readlink', 'uname', 'hostname', 'nc', 'wget']
+  const changes = ['ENV PATH=/usr/local/bin:/usr/bin:/bin', 'ENV HOME=/root', 'CMD ["node"]']
+  if (hasCa) changes.push(`ENV NODE_EXTRA_CA_CERTS=${caBundle}`, `ENV npm_config_cafile=${caBundle}`)
+  importRootfs(NODE_IMAGE, changes, applets, (root) => {
+    for (const d of ['usr/bin', 'usr/local/bin', 'usr/local/lib/node_modules', 'root', 'etc']) mkdirSync(path.join(root, d), { recursive: true })
     symlinkSync('/bin/busybox', path.join(root, 'usr/bin/env'))
     copyFileSync(process.execPath, path.join(root, 'usr/local/bin/node'))
     chmodSync(path.join(root, 'usr/local/bin/node'), 0o755)
@@ -99,22 +105,13 @@ export function ensureNodeImage(): string {
     execFileSync('cp', ['-a', npmDir, path.join(root, 'usr/local/lib/node_modules/npm')])
     symlinkSync('../lib/node_modules/npm/bin/npm-cli.js', path.join(root, 'usr/local/bin/npm'))
     symlinkSync('../lib/node_modules/npm/bin/npx-cli.js', path.join(root, 'usr/local/bin/npx'))
-    // This machine reaches the npm registry through a TLS proxy whose CA is in the
-    // system bundle: the stand-in trusts what this machine trusts.
-    const caBundle = '/etc/ssl/certs/ca-certificates.crt'
-    const caEnv: string[] = []
-    if (existsSync(caBundle)) {
+    if (hasCa) {
       mkdirSync(path.join(root, 'etc/ssl/certs'), { recursive: true })
       copyFileSync(caBundle, path.join(root, caBundle))
-      caEnv.push('--change', `ENV NODE_EXTRA_CA_CERTS=${caBundle}`, '--change', `ENV npm_config_cafile=${caBundle}`)
     }
     writeFileSync(path.join(root, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\nnode:x:1000:1000:node:/home/node:/bin/sh\n')
     writeFileSync(path.join(root, 'etc/group'), 'root:x:0:\nnode:x:1000:\n')
-    const tar = execFileSync('tar', ['-C', root, '-c', '.'], { maxBuffer: 512 * 1024 * 1024 })
-    docker(['import', '--change', 'ENV PATH=/usr/local/bin:/usr/bin:/bin', '--change', 'ENV HOME=/root', ...caEnv, '--change', 'CMD ["node"]', '-', NODE_IMAGE], tar)
-  } finally {
-    rmSync(root, { recursive: true, force: true })
-  }
+  })
   return NODE_IMAGE
 }
 

@@ -1,5 +1,4 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { createServer } from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import pino from 'pino'
@@ -7,14 +6,8 @@ import t, { type Test } from 'tap'
 import { createMachine } from '../../src/machine.js'
 import { FakeFglab } from '../helpers/fake-fglab.js'
 import { LogSink, testConfig } from '../helpers/harness.js'
+import { freePort } from '../helpers/ports.js'
 
-async function freePort(): Promise<number> {
-  const srv = createServer()
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r))
-  const port = (srv.address() as { port: number }).port
-  await new Promise((r) => srv.close(r))
-  return port
-}
 
 function setup(t: Test, fglabUrl: string) {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'fgm-reg-'))

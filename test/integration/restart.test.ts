@@ -1,6 +1,5 @@
 import { execFileSync } from 'node:child_process'
 import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
-import { createServer } from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import t, { type Test } from 'tap'
@@ -8,17 +7,11 @@ import { spawnMachine } from '../helpers/child-machine.js'
 import { FakeFglab } from '../helpers/fake-fglab.js'
 import { objectId } from '../helpers/ids.js'
 import { dockerAvailable, ensureBusyboxImage, removeContainersLabelled } from '../helpers/images.js'
+import { freePort } from '../helpers/ports.js'
 
 if (!dockerAvailable()) throw new Error('integration tests need a Docker engine: run them through `bash .ci/run`, or start dockerd')
 const image = ensureBusyboxImage()
 
-async function freePort(): Promise<number> {
-  const srv = createServer()
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r))
-  const port = (srv.address() as { port: number }).port
-  await new Promise((r) => srv.close(r))
-  return port
-}
 
 const docker = (...args: string[]) => execFileSync('docker', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim()
 
