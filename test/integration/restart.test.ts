@@ -123,21 +123,42 @@ t.test('FGLab down for 15 s while experiments end, FGMachine crashing in the mid
   t.same(readdirSync(path.join(s.opts.dataDir, 'experiments')).filter((f) => f.endsWith('.json')), [], 'journal empty')
 })
 
-t.test('docker stop (SIGTERM) leaves containers running; the next start takes them up', async (t) => {
+t.test('docker stop (SIGTERM) leaves containers running; the next start takes them up, full from its first answer', async (t) => {
   const s = await setup(t, 0.5)
   let m = await spawnMachine(s.opts)
   t.teardown(() => m.crash())
   await s.fglab.waitFor(() => s.fglab.projects.size === 1, 20_000, 'registration')
-  const id = objectId()
-  await s.submit(m.url, { n: 1, _id: id })
-  await s.fglab.waitFor(() => s.fglab.experiment(id).started === 1, 30_000, 'started')
+  const ids = [objectId(), objectId()]
+  for (const [n, id] of ids.entries()) await s.submit(m.url, { n, _id: id })
+  await s.fglab.waitFor(() => ids.every((id) => s.fglab.experiment(id).started === 1), 30_000, 'started')
   t.equal(await m.stop(), 0, 'exits cleanly')
-  t.equal(s.containerState(id), 'running')
-  t.equal(s.fglab.experiment(id).finished, 0, 'not reported as ended')
+  t.same(ids.map(s.containerState), ['running', 'running'])
+  t.equal(s.fglab.experiment(ids[0]!).finished, 0, 'not reported as ended')
   m = await spawnMachine(s.opts)
-  s.release(id)
+  const res = await fetch(`${m.url}/projects/p/capacity`)
+  t.equal(res.status, 501, 'a full machine says 501 right after the restart')
+  for (const id of ids) s.release(id)
+  await s.fglab.waitFinished(ids, 30_000)
+  for (const id of ids) t.equal(s.fglab.experiment(id).fields._status, 'success')
+  t.equal(await s.capacity(m.url), 2, 'and its capacity comes back when they end')
+})
+
+t.test('an experiment FGLab sent that never got a container is reported fail after a restart', async (t) => {
+  const s = await setup(t, 0.5)
+  const id = objectId()
+  const { mkdirSync } = await import('node:fs')
+  mkdirSync(path.join(s.opts.dataDir, 'experiments'), { recursive: true })
+  // As the journal stands when FGMachine dies between accepting an experiment and creating its container.
+  const record = { id, projectId: 'p', runtime: 'docker', resultsDir: path.join(s.results, id), keepResults: false, lease: { experimentId: id, projectId: 'p', cpuUnits: 500000, gpus: [] }, phase: 'accepted' }
+  writeFileSync(path.join(s.opts.dataDir, 'experiments', `${id}.json`), JSON.stringify(record))
+  const m = await spawnMachine(s.opts)
+  t.teardown(() => m.crash())
   await s.fglab.waitFinished([id], 30_000)
-  t.equal(s.fglab.experiment(id).fields._status, 'success')
+  const e = s.fglab.experiment(id)
+  t.equal(e.fields._status, 'fail')
+  t.match((e.fields.FGMachine as Record<string, unknown>).error, /FGMachine stopped before the experiment got a container/)
+  t.equal(e.started, 0, 'never reported started')
+  t.equal(await s.capacity(m.url), 2, 'its reservation is released')
 })
 
 t.test('a local experiment cannot outlive FGMachine: after a crash it is ended and reported fail, its results still sent', async (t) => {
