@@ -19,7 +19,6 @@ import { Scheduler } from './scheduler/scheduler.js'
 import { realSleep, type Backoff, type Sleep } from './util/retry.js'
 import { OutboxStore } from './fglab/outbox-store.js'
 import { Journal } from './runner/journal.js'
-import { LABELS } from './docker/labels.js'
 import { discoverGpus, type NvidiaSmi } from './gpu/discovery.js'
 import type { GpuDevice } from './gpu/nvidia-smi.js'
 
@@ -130,7 +129,7 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
       outbox.restore()
       experiments.recover()
       void checkDocker(docker, projects, log)
-      void sweepOrphans(docker, experiments, () => registration.machineId, opts.orphanGraceMs ?? 60_000, log, stopping.signal)
+      void experiments.reconcile(registration.machineId, opts.orphanGraceMs ?? 60_000)
       const address = await app.listen({ host: config.host, port: config.port })
       started = true
       log.info({ address, advertised: config.machineUrl, fglab: client.baseUrl }, 'FGMachine listening')
@@ -172,38 +171,5 @@ async function checkDocker(docker: ContainerClient, projects: ProjectStore, log:
       { projects: gpuProjects.map((p) => p.id), runtimes },
       'projects ask for GPUs but docker info shows no nvidia runtime: if the NVIDIA Container Toolkit is not installed, their containers will fail to start (could not select device driver "nvidia")',
     )
-  }
-}
-
-/**
- * Containers labelled as this machine's that belong to no experiment it knows
- * (left by a crash in the middle of a start, say) are removed once older than
- * the grace period. Containers without our labels, or another machine's, are
- * never touched.
- */
-async function sweepOrphans(
-  docker: ContainerClient,
-  experiments: ExperimentManager,
-  machineId: () => string | undefined,
-  graceMs: number,
-  log: Logger,
-  signal: AbortSignal,
-): Promise<void> {
-  for (let attempt = 0; !signal.aborted; attempt++) {
-    const id = machineId()
-    if (!id) return
-    try {
-      const now = Date.now()
-      for (const c of await docker.listByLabel(LABELS.machine, id)) {
-        const experiment = c.labels[LABELS.experiment]
-        if (!experiment || experiments.known().has(experiment) || now - c.createdMs < graceMs) continue
-        log.warn({ containerId: c.id.slice(0, 12), name: c.name, experimentId: experiment, state: c.state }, 'removing a container of this machine that belongs to no experiment it knows')
-        await docker.remove(c.id)
-      }
-      return
-    } catch (err) {
-      if (attempt === 0) log.warn({ err: (err as Error).message }, 'cannot look for stray containers yet; will try again')
-      await realSleep(Math.min(30_000, 1000 * 2 ** attempt), signal).catch(() => undefined)
-    }
   }
 }

@@ -16,8 +16,24 @@ export const LABELS = {
   gpus: 'fgmachine.gpus',
   /** The experiment's results folder as FGMachine sees it. */
   results: 'fgmachine.results',
+  /** "true" when the project keeps results folders. */
+  keepResults: 'fgmachine.keep-results',
+  /** The project's run-time limit in seconds, if any. */
+  timeout: 'fgmachine.timeout',
 } as const
 
 export function gpusLabel(gpus: ReadonlyArray<{ index: number; units: number }>): string {
   return gpus.map((g) => `${g.index}:${g.units}`).join(',')
+}
+
+/** The GPUs a `gpus` label holds; undefined when it is not of that form. */
+export function parseGpusLabel(value: string): Array<{ index: number; units: number }> | undefined {
+  if (value === '') return []
+  const out: Array<{ index: number; units: number }> = []
+  for (const part of value.split(',')) {
+    const m = /^(\d+):(\d+)$/.exec(part)
+    if (!m) return undefined
+    out.push({ index: Number(m[1]), units: Number(m[2]) })
+  }
+  return out
 }

@@ -1,5 +1,12 @@
 import type { Logger } from 'pino'
-import { DockerError, type ContainerClient, type ContainerDetails, type ContainerOutput, type ContainerSpec } from '../docker/container-client.js'
+import {
+  DockerError,
+  type ContainerClient,
+  type ContainerDetails,
+  type ContainerOutput,
+  type ContainerSpec,
+  type ContainerSummary,
+} from '../docker/container-client.js'
 import { backoffDelay, realSleep } from '../util/retry.js'
 import { LABELS, gpusLabel } from '../docker/labels.js'
 import { pumpText } from './pump.js'
@@ -35,6 +42,8 @@ export class DockerRuntime implements Runtime {
       [LABELS.cpuUnits]: String(spec.lease.cpuUnits),
       [LABELS.gpus]: gpusLabel(spec.lease.gpus),
       [LABELS.results]: spec.resultsDir,
+      [LABELS.keepResults]: String(p.keep_results),
+      [LABELS.timeout]: p.timeout === undefined ? '' : String(p.timeout),
     }
     // The GPUs are the lease's and nobody else's: the project's env cannot widen them,
     // and a container without GPUs gets none even where nvidia is the default runtime.
@@ -121,6 +130,15 @@ export class DockerRuntime implements Runtime {
     }
     const [summary] = await this.docker.listByLabel(LABELS.experiment, experimentId)
     return summary ? this.docker.inspectContainer(summary.id) : undefined
+  }
+
+  /** The containers labelled as this machine's. */
+  listOurs(machineId: string): Promise<ContainerSummary[]> {
+    return this.docker.listByLabel(LABELS.machine, machineId)
+  }
+
+  remove(containerId: string): Promise<void> {
+    return this.docker.remove(containerId)
   }
 
   /** A handle on a container that is not followed: only to remove it. */

@@ -12,7 +12,8 @@ import { BadRequestError, ConflictError, NoCapacityError, NotFoundError } from '
 import { killLeftover } from './process-runtime.js'
 import type { ExperimentRecord, Journal } from './journal.js'
 import type { ExitInfo, LaunchSpec, RunHandle, Runtime } from './runtime.js'
-import type { ContainerDetails } from '../docker/container-client.js'
+import type { ContainerDetails, ContainerSummary } from '../docker/container-client.js'
+import { LABELS, parseGpusLabel } from '../docker/labels.js'
 import { realSleep } from '../util/retry.js'
 
 export type ExperimentState = 'starting' | 'running' | 'stopping' | 'reporting'
@@ -55,6 +56,8 @@ export class ExperimentManager {
   #experiments = new Map<string, Experiment>()
   #done = new Set<Promise<void>>()
   #shutdown = new AbortController()
+  /** Experiments finished while reconcile() runs: its list of containers may still show them. */
+  #finishedWhileReconciling: Set<string> | undefined
   readonly #now: () => number
 
   constructor(private readonly deps: ExperimentManagerDeps) {
@@ -168,9 +171,51 @@ export class ExperimentManager {
     if (records.length) this.deps.log.info({ experiments: records.map((r) => `${r.id} (${r.runtime}, ${r.phase})`) }, 'taking up experiments from before the restart')
   }
 
-  /** The experiment ids this machine holds (for reconciling containers). */
-  known(): Set<string> {
-    return new Set(this.#experiments.keys())
+  /**
+   * Docker's labels are the truth about what runs: a container labelled as
+   * this machine's that the journal does not know (the data folder was lost,
+   * say) is taken up from its labels alone. One whose labels do not make an
+   * experiment (no valid id or results folder), older than `graceMs`, is
+   * removed. Containers without our labels, or another machine's, are never
+   * touched. Retries until Docker answers.
+   */
+  async reconcile(machineId: string | undefined, graceMs: number): Promise<void> {
+    if (!machineId) return
+    const docker = this.deps.runtimes.docker
+    this.#finishedWhileReconciling = new Set()
+    try {
+      await this.#reconcile(docker, machineId, graceMs)
+    } finally {
+      this.#finishedWhileReconciling = undefined
+    }
+  }
+
+  async #reconcile(docker: DockerRuntime, machineId: string, graceMs: number): Promise<void> {
+    for (let attempt = 0; !this.#shutdown.signal.aborted; attempt++) {
+      let containers: ContainerSummary[]
+      try {
+        containers = await docker.listOurs(machineId)
+      } catch (err) {
+        if (attempt === 0) this.deps.log.warn({ err: (err as Error).message }, 'cannot list containers yet; will try again')
+        await realSleep(Math.min(30_000, 1000 * 2 ** attempt), this.#shutdown.signal).catch(() => undefined)
+        continue
+      }
+      for (const c of containers) {
+        const id = c.labels[LABELS.experiment]
+        if (id && (this.#experiments.has(id) || this.#finishedWhileReconciling?.has(id))) continue
+        const record = recordFromLabels(c)
+        if (record) {
+          this.deps.log.warn({ experimentId: record.id, containerId: c.id.slice(0, 12) }, 'taking up a container of this machine from its labels (no journal record)')
+          if (record.phase === 'launched') this.deps.scheduler.adopt(record.lease)
+          this.deps.journal.write(record)
+          this.#track(this.#resume(this.#add(record)))
+        } else if (Date.now() - c.createdMs >= graceMs) {
+          this.deps.log.warn({ containerId: c.id.slice(0, 12), name: c.name, state: c.state }, 'removing a container of this machine that belongs to no experiment it knows')
+          await docker.remove(c.id).catch((err: Error) => this.deps.log.warn({ err: err.message }, 'could not remove it'))
+        }
+      }
+      return
+    }
   }
 
   #add(record: ExperimentRecord): Experiment {
@@ -404,6 +449,7 @@ export class ExperimentManager {
     if (!exp.record.keepResults) await collector.cleanup()
     this.deps.journal.remove(exp.id)
     this.deps.logHub.end(exp.id)
+    this.#finishedWhileReconciling?.add(exp.id)
     this.#experiments.delete(exp.id)
     log.info('experiment reported')
   }
@@ -418,4 +464,29 @@ function exitSummary(exit: ExitInfo, killed: boolean): Record<string, unknown> {
   if (killed) s.killed = true
   if (exit.error) s.error = exit.error
   return s
+}
+
+/** An experiment record from a container's labels, or undefined when they do not make one. */
+function recordFromLabels(c: ContainerSummary): ExperimentRecord | undefined {
+  const l = c.labels
+  const id = l[LABELS.experiment]
+  const resultsDir = l[LABELS.results]
+  const cpuUnits = Number(l[LABELS.cpuUnits])
+  const gpus = parseGpusLabel(l[LABELS.gpus] ?? '')
+  if (!isObjectId(id) || !resultsDir || !path.isAbsolute(resultsDir) || path.basename(resultsDir) !== id) return undefined
+  if (!Number.isInteger(cpuUnits) || cpuUnits <= 0 || !gpus) return undefined
+  const projectId = l[LABELS.project] ?? ''
+  const timeoutS = Number(l[LABELS.timeout])
+  return {
+    id,
+    projectId,
+    runtime: 'docker',
+    resultsDir,
+    keepResults: l[LABELS.keepResults] === 'true',
+    timeoutS: timeoutS > 0 ? timeoutS : undefined,
+    lease: { experimentId: id, projectId, cpuUnits, gpus },
+    // Created but never started counts as not launched; #resume then sees how it stands.
+    phase: c.state === 'created' ? 'accepted' : 'launched',
+    containerId: c.id,
+  }
 }
