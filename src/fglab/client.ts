@@ -112,8 +112,9 @@ export class FglabClient {
     }
   }
 
+  /** Let go of connections; requests still in flight are cancelled (their reports stay in the outbox). */
   async close(): Promise<void> {
-    await this.#dispatcher.close()
+    await this.#dispatcher.destroy()
   }
 
   async #call(method: string, path: string, body?: unknown): Promise<unknown> {
@@ -131,6 +132,10 @@ export class FglabClient {
       res = await fetch(this.baseUrl + path, { method, headers, body: payload, dispatcher: this.#dispatcher })
     } catch (err) {
       const cause = (err as Error & { cause?: Error }).cause
+      if (cause?.name === 'NotReadableError' || (err as Error).name === 'NotReadableError') {
+        // The file changed while it was being streamed: not FGLab's doing. Sent again, whole, on the next try.
+        throw new FglabError(`${what}: the file changed while it was being uploaded; it is sent again`, undefined, true, { cause: err })
+      }
       throw new FglabError(`${what}: FGLab unreachable (${cause?.message ?? (err as Error).message})`, undefined, true, { cause: err })
     }
     const text = await res.text().catch(() => '')

@@ -4,7 +4,7 @@ import path from 'node:path'
 import type { Logger } from 'pino'
 import { mimeType } from '../results/mime.js'
 import { backoffDelay, realSleep, type Backoff, type Sleep } from '../util/retry.js'
-import { FglabError, isRetryable, type FglabClient } from './client.js'
+import { isRetryable, type FglabClient } from './client.js'
 import type { OutboxStore } from './outbox-store.js'
 
 /**
@@ -50,6 +50,8 @@ export interface OutboxOptions {
  */
 export class Outbox {
   #queues = new Map<string, Queue>()
+  /** Experiments with results files that could not be read (so were not sent): their folders must stay. */
+  #unsent = new Set<string>()
   #closed = new AbortController()
   #seq = 0
   #pending = 0
@@ -129,6 +131,11 @@ export class Outbox {
     return new Promise((resolve) => q.idle.push(resolve))
   }
 
+  /** Whether some results file of this experiment could not be read and was not sent; forgets the answer. */
+  takeUnsent(experimentId: string): boolean {
+    return this.#unsent.delete(experimentId)
+  }
+
   pending(experimentId?: string): number {
     if (experimentId) return this.#queues.get(experimentId)?.entries.length ?? 0
     return this.#pending
@@ -149,7 +156,7 @@ export class Outbox {
         if (!(await this.#deliver(experimentId, item.entry))) break
         q.entries.shift()
         this.#pending--
-        await this.#store?.remove(experimentId, item.seq)
+        await this.#store?.remove(experimentId, item.seq).catch((err: Error) => this.log.warn({ experimentId, err: err.message }, 'cannot remove a sent report from disk; it may be sent again after a restart'))
         if (this.#pending === 0 && this.#warnedAt > 0) {
           this.#warnedAt = 0
           this.log.info('every report to FGLab is sent')
@@ -160,7 +167,11 @@ export class Outbox {
       const allSent = q.entries.length === 0
       if (allSent) {
         this.#queues.delete(experimentId)
-        this.#store?.removeExperiment(experimentId)
+        try {
+          this.#store?.removeExperiment(experimentId)
+        } catch (err) {
+          this.log.warn({ experimentId, err: (err as Error).message }, "cannot remove the experiment's outbox folder")
+        }
       }
       for (const resolve of q.idle.splice(0)) resolve(allSent)
     }
@@ -227,7 +238,14 @@ export class Outbox {
         this.log.warn({ experimentId: id, file: name }, 'results entry became a symlink; not sent')
         return
       }
-      throw new FglabError(`cannot read ${file}: ${(err as Error).message}`, undefined, false)
+      if (code === 'EMFILE' || code === 'ENFILE' || code === 'EAGAIN' || code === 'EINTR') {
+        // Passing: too many files open right now. Try again with the backoff.
+        throw new Error(`cannot open ${file} now (${code}); will try again`, { cause: err })
+      }
+      // For good (e.g. a file only its writer may read): say so, and keep the folder.
+      this.#unsent.add(id)
+      this.log.error({ experimentId: id, file: name, code }, 'cannot read a results file; it is not sent, and the results folder is kept')
+      return
     }
     try {
       const st = await fh.stat()
@@ -235,7 +253,7 @@ export class Outbox {
         this.log.warn({ experimentId: id, file: name }, 'results entry is not a regular file; not sent')
         return
       }
-      if (name.toLowerCase().endsWith('.json')) {
+      if (name.toLowerCase().endsWith('.json') && st.size <= MAX_JSON_BYTES) {
         const fields = parseJsonFields(await fh.readFile('utf8'))
         if (fields.ok) {
           await this.client.updateExperiment(id, fields.value)
@@ -252,6 +270,9 @@ export class Outbox {
     }
   }
 }
+
+/** A JSON results file larger than this is uploaded as a file, not parsed into fields. */
+const MAX_JSON_BYTES = 16 * 1024 * 1024
 
 function parseJsonFields(text: string): { ok: true; value: Record<string, unknown> } | { ok: false; reason: string } {
   let value: unknown

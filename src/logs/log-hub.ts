@@ -24,6 +24,11 @@ export interface LogHubOptions {
   keepEnded?: number
 }
 
+/** Pieces of one unfinished line are merged into backlog entries of up to this many characters. */
+const MERGE_CHARS = 16 * 1024
+/** And never more entries than this (at least 10,000 lines' worth; output alternating between the streams defeats merging). */
+const MAX_CHUNKS = 20_000
+
 class Backlog {
   /** chunks[head..] is the backlog; the dead prefix is compacted now and then (shift() is O(n)). */
   chunks: LogChunk[] = []
@@ -66,8 +71,17 @@ export class LogHub {
     if (text === '') return
     const log = this.#get(experimentId)
     const chunk = { stream, text }
-    log.chunks.push(chunk)
-    log.lines += countLines(text)
+    const last = log.chunks.length > log.head ? log.chunks[log.chunks.length - 1]! : undefined
+    if (last && last.stream === stream && !last.text.endsWith('\n') && last.text.length + text.length <= MERGE_CHARS) {
+      // A line written in many small pieces makes one backlog entry, not thousands of objects
+      // (live viewers still get each piece as it comes).
+      log.lines -= countLines(last.text)
+      last.text += text
+      log.lines += countLines(last.text)
+    } else {
+      log.chunks.push({ stream, text })
+      log.lines += countLines(text)
+    }
     log.bytes += Buffer.byteLength(text)
     this.#trim(log)
     for (const sub of log.subscribers) {
@@ -138,7 +152,7 @@ export class LogHub {
   #trim(log: Backlog): void {
     // Drop the oldest chunks while both bounds are exceeded, or the hard bound is.
     while (log.chunks.length - log.head > 1) {
-      const over = (log.lines > this.#lines && log.bytes > this.#bytes) || log.bytes > this.#hardBytes
+      const over = (log.lines > this.#lines && log.bytes > this.#bytes) || log.bytes > this.#hardBytes || log.chunks.length - log.head > MAX_CHUNKS
       if (!over) break
       const old = log.chunks[log.head]!
       log.head++

@@ -118,7 +118,13 @@ export class ResultsCollector {
     }
     const sig = `${st.size}:${st.mtimeMs}:${st.ino}`
     if (this.#sent.get(file) === sig) return
-    this.#sent.set(file, sig)
-    this.opts.onFile(file)
+    try {
+      this.opts.onFile(file)
+      // Only once it is handed over: a file that could not be queued is tried again by the final sweep.
+      this.#sent.set(file, sig)
+    } catch (err) {
+      this.#log.error({ experimentId: this.opts.experimentId, file: path.basename(file), err: (err as Error).message }, 'cannot queue a results file for sending (disk full?)')
+    }
   }
+
 }

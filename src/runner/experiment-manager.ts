@@ -42,6 +42,9 @@ export interface ExperimentManagerDeps {
   now?: () => number
 }
 
+/** The longest delay setTimeout takes (2^31 - 1 ms). */
+const MAX_TIMER_MS = 2 ** 31 - 1
+
 /** Why the run stopped being watched: it ended, or FGMachine is shutting down and leaves it running. */
 type Outcome = { exit: ExitInfo } | { detached: true }
 
@@ -103,7 +106,7 @@ export class ExperimentManager {
       this.deps.scheduler.release(id)
       throw err
     }
-    this.#track(this.#run(exp, project, body as Record<string, OptionValue>))
+    this.#track(exp, this.#run(exp, project, body as Record<string, OptionValue>))
     return exp
   }
 
@@ -112,12 +115,16 @@ export class ExperimentManager {
     if (!isObjectId(id)) throw new BadRequestError('experiment id must be 24 hex digits')
     const exp = this.#experiments.get(id)
     if (!exp) throw new NotFoundError(`experiment ${id} is not running here`)
-    if (!exp.killed && exp.state !== 'reporting') {
+    if (exp.state === 'reporting') return exp
+    if (!exp.killed) {
       exp.killed = true
       this.deps.log.info({ experimentId: id }, 'killing experiment')
       this.#publish(id, 'stderr', '[fgmachine] experiment killed\n')
-      this.#stop(exp, this.deps.killGraceMs)
+      // A restart must not report a killed experiment as a success.
+      this.#save(exp, { killed: true })
     }
+    // Again after a stop that failed (Docker unreachable): the state went back to running.
+    this.#stop(exp, this.deps.killGraceMs)
     return exp
   }
 
@@ -166,7 +173,7 @@ export class ExperimentManager {
       if (holds) this.deps.scheduler.adopt(record.lease)
       const exp = this.#add(record)
       exp.killed = Boolean(record.killed)
-      this.#track(this.#resume(exp))
+      this.#track(exp, this.#resume(exp))
     }
     if (records.length) this.deps.log.info({ experiments: records.map((r) => `${r.id} (${r.runtime}, ${r.phase})`) }, 'taking up experiments from before the restart')
   }
@@ -208,7 +215,8 @@ export class ExperimentManager {
           this.deps.log.warn({ experimentId: record.id, containerId: c.id.slice(0, 12) }, 'taking up a container of this machine from its labels (no journal record)')
           if (record.phase === 'launched') this.deps.scheduler.adopt(record.lease)
           this.deps.journal.write(record)
-          this.#track(this.#resume(this.#add(record)))
+          const exp = this.#add(record)
+          this.#track(exp, this.#resume(exp))
         } else if (Date.now() - c.createdMs >= graceMs) {
           this.deps.log.warn({ containerId: c.id.slice(0, 12), name: c.name, state: c.state }, 'removing a container of this machine that belongs to no experiment it knows')
           await docker.remove(c.id).catch((err: Error) => this.deps.log.warn({ err: err.message }, 'could not remove it'))
@@ -224,8 +232,18 @@ export class ExperimentManager {
     return exp
   }
 
-  #track(run: Promise<void>): void {
-    const p = run.catch((err: Error) => this.deps.log.error({ err }, 'experiment bookkeeping failed'))
+  /**
+   * Follow one experiment's run to its end. Whatever fails on the way (a full
+   * disk, Docker dropping between two calls) is logged and the experiment is
+   * taken up again a little later from where its journal stands: never left
+   * holding its capacity with nobody watching it.
+   */
+  #track(exp: Experiment, run: Promise<void>): void {
+    const p = run.catch(async (err: Error) => {
+      this.deps.log.error({ experimentId: exp.id, err }, 'experiment bookkeeping failed; taking it up again shortly')
+      await realSleep(5000, this.#shutdown.signal).catch(() => undefined)
+      if (!this.#shutdown.signal.aborted && this.#experiments.get(exp.id) === exp) this.#track(exp, this.#resume(exp))
+    })
     this.#done.add(p)
     void p.finally(() => this.#done.delete(p))
   }
@@ -242,7 +260,10 @@ export class ExperimentManager {
   #stop(exp: Experiment, graceMs: number): void {
     if (exp.handle && exp.state === 'running') {
       exp.state = 'stopping'
-      exp.handle.stop(graceMs).catch((err: Error) => this.deps.log.error({ experimentId: exp.id, err: err.message }, 'failed to stop experiment'))
+      exp.handle.stop(graceMs).catch((err: Error) => {
+        this.deps.log.error({ experimentId: exp.id, err: err.message }, 'failed to stop experiment; kill it again to retry')
+        if (exp.state === 'stopping') exp.state = 'running'
+      })
     }
   }
 
@@ -297,7 +318,7 @@ export class ExperimentManager {
       const handle = await runtime.launch(this.#launchSpec(exp, project, argv, log))
       exp.handle = handle
       exp.state = 'running'
-      this.#save(exp, { phase: 'launched', containerId: handle.containerId, pid: handle.pid, command: project.image ? undefined : project.command, launchedMs: this.#now() })
+      this.#save(exp, { phase: 'launched', containerId: handle.containerId, pid: handle.pid, launchedMs: this.#now() })
       log.info('experiment started')
       this.deps.outbox.enqueue(id, { kind: 'started' })
       if (exp.killed) this.#stop(exp, this.deps.killGraceMs)
@@ -322,16 +343,23 @@ export class ExperimentManager {
     const limitS = exp.record.timeoutS
     if (limitS !== undefined) {
       const left = limitS * 1000 - (this.#now() - (exp.record.launchedMs ?? this.#now()))
-      timer = setTimeout(() => {
-        timedOut = true
-        log.warn({ timeoutS: limitS }, 'experiment timed out: stopping it')
-        this.#publish(exp.id, 'stderr', `[fgmachine] timed out after ${limitS} s: stopping\n`)
-        this.#stop(exp, this.deps.killGraceMs)
-      }, Math.max(0, left))
+      const deadline = this.#now() + Math.max(0, left)
+      // setTimeout cannot wait more than about 24.8 days: wait in steps.
+      const arm = () => {
+        timer = setTimeout(() => {
+          if (this.#now() < deadline) return arm()
+          timedOut = true
+          log.warn({ timeoutS: limitS }, 'experiment timed out: stopping it')
+          this.#publish(exp.id, 'stderr', `[fgmachine] timed out after ${limitS} s: stopping\n`)
+          this.#stop(exp, this.deps.killGraceMs)
+        }, Math.min(MAX_TIMER_MS, Math.max(0, deadline - this.#now())))
+      }
+      arm()
     }
+    let onAbort: (() => void) | undefined
     const detached = new Promise<Outcome>((resolve) => {
       if (exp.record.runtime !== 'docker') return
-      const onAbort = () => resolve({ detached: true })
+      onAbort = () => resolve({ detached: true })
       if (this.#shutdown.signal.aborted) onAbort()
       else this.#shutdown.signal.addEventListener('abort', onAbort, { once: true })
     })
@@ -343,6 +371,7 @@ export class ExperimentManager {
       return outcome
     } finally {
       clearTimeout(timer)
+      if (onAbort) this.#shutdown.signal.removeEventListener('abort', onAbort)
     }
   }
 
@@ -355,7 +384,7 @@ export class ExperimentManager {
     let exit: ExitInfo | undefined = r.phase === 'exited' ? r.exit : undefined
     if (r.runtime === 'process') {
       // It may have outlived the crash (its own process group): it ends now, as FGMachine did.
-      if (r.pid && r.command && killLeftover(r.pid, r.command)) log.warn({ pid: r.pid }, 'ended a local experiment that outlived FGMachine')
+      if (r.phase === 'launched' && r.pid && r.launchedMs && killLeftover(r.pid, r.launchedMs)) log.warn({ pid: r.pid }, 'ended a local experiment that outlived FGMachine')
       return this.#finish(exp, exit ?? { exitCode: null, error: 'FGMachine stopped while it ran: local processes end with FGMachine' }, collector, log)
     }
     const docker = this.deps.runtimes.docker
@@ -392,6 +421,7 @@ export class ExperimentManager {
       } else if (found.state.startedMs === undefined) {
         exit = { exitCode: null, error: 'FGMachine stopped before the experiment started' }
       } else {
+        if (r.phase === 'accepted') this.deps.outbox.enqueue(r.id, { kind: 'started' })
         const oom = found.state.oomKilled
         exit = {
           exitCode: found.state.exitCode,
@@ -446,7 +476,11 @@ export class ExperimentManager {
       log.info('shutting down before FGLab acknowledged everything: the reports are kept and sent after the restart')
       return
     }
-    if (!exp.record.keepResults) await collector.cleanup()
+    if (this.deps.outbox.takeUnsent(exp.id)) {
+      log.warn({ resultsDir: exp.record.resultsDir }, 'results folder kept: some of its files could not be read and were not sent')
+    } else if (!exp.record.keepResults) {
+      await collector.cleanup()
+    }
     this.deps.journal.remove(exp.id)
     this.deps.logHub.end(exp.id)
     this.#finishedWhileReconciling?.add(exp.id)

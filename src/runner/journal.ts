@@ -26,9 +26,8 @@ export interface ExperimentRecord {
   lease: Lease
   phase: Phase
   containerId?: string
-  /** A local experiment's process (group) id and command, to end it if it outlived a crash. */
+  /** A local experiment's process (group) id, to end it if it outlived a crash. */
   pid?: number
-  command?: string
   /** When the program started (ms since the epoch). */
   launchedMs?: number
   killed?: boolean

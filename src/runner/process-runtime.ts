@@ -1,6 +1,5 @@
 import { spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
-import path from 'node:path'
 import { pumpText } from './pump.js'
 import type { ExitInfo, LaunchSpec, RunHandle, Runtime } from './runtime.js'
 
@@ -62,18 +61,13 @@ export class ProcessRuntime implements Runtime {
 
 /**
  * A local experiment left by an FGMachine that crashed: end its process group
- * if that process is still the one we started (its command line says so, so
- * that a reused pid is never hit). Returns whether something was killed.
+ * if that process is still the one we started, i.e. it started within a few
+ * seconds of `launchedMs` (so that a reused pid is never hit). Returns whether
+ * something was killed.
  */
-export function killLeftover(pid: number, command: string): boolean {
-  let cmdline: string
-  try {
-    cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8')
-  } catch {
-    return false
-  }
-  const argv0 = cmdline.split('\0')[0] ?? ''
-  if (argv0 !== command && path.basename(argv0) !== path.basename(command)) return false
+export function killLeftover(pid: number, launchedMs: number): boolean {
+  const started = processStartMs(pid)
+  if (started === undefined || Math.abs(started - launchedMs) > 5000) return false
   try {
     process.kill(-pid, 'SIGKILL')
     return true
@@ -81,3 +75,21 @@ export function killLeftover(pid: number, command: string): boolean {
     return false
   }
 }
+
+/** When a process started (ms since the epoch), from /proc; undefined if there is no such process. */
+function processStartMs(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    // Field 22 (starttime, in clock ticks since boot), counted after the ")" that ends the command name.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    const ticks = Number(fields[19])
+    const btime = Number(/^btime (\d+)$/m.exec(readFileSync('/proc/stat', 'utf8'))?.[1])
+    if (!Number.isFinite(ticks) || !Number.isFinite(btime)) return undefined
+    return btime * 1000 + (ticks * 1000) / CLOCK_TICKS
+  } catch {
+    return undefined
+  }
+}
+
+/** USER_HZ: 100 on every Linux architecture Node runs on. */
+const CLOCK_TICKS = 100

@@ -98,7 +98,10 @@ export class Scheduler {
     if (!lease) return false
     this.#leases.delete(experimentId)
     this.#cpuUsed -= lease.cpuUnits
-    for (const g of lease.gpus) this.#gpuUsed.set(g.index, (this.#gpuUsed.get(g.index) ?? 0) - g.units)
+    for (const g of lease.gpus) {
+      const used = this.#gpuUsed.get(g.index)
+      if (used !== undefined) this.#gpuUsed.set(g.index, used - g.units)
+    }
     return true
   }
 
@@ -121,7 +124,11 @@ export class Scheduler {
   #hold(lease: Lease): void {
     this.#leases.set(lease.experimentId, lease)
     this.#cpuUsed += lease.cpuUnits
-    for (const g of lease.gpus) this.#gpuUsed.set(g.index, (this.#gpuUsed.get(g.index) ?? 0) + g.units)
+    // A GPU this machine does not hand out (any more) is not counted: it must never become schedulable.
+    for (const g of lease.gpus) {
+      const used = this.#gpuUsed.get(g.index)
+      if (used !== undefined) this.#gpuUsed.set(g.index, used + g.units)
+    }
   }
 
   /** Spread, not pack: the GPU with the most room, lowest index on a tie. */

@@ -102,12 +102,12 @@ t.test('a subscriber that falls behind is dropped and no longer receives', async
 
 t.test('a subscriber that falls behind during the backlog is dropped', async (t) => {
   const hub = new LogHub()
-  for (const s of ['a', 'b', 'c']) hub.publish(A, 'stdout', s)
+  for (const s of ['a\n', 'b\n', 'c\n']) hub.publish(A, 'stdout', s)
   const slow = recorder(1)
   hub.subscribe(A, slow.sub)
   t.equal(slow.drops.length, 1)
   t.equal(hub.stats(A)?.subscribers, 0)
-  hub.publish(A, 'stdout', 'd')
+  hub.publish(A, 'stdout', 'd\n')
   t.equal(slow.sends(), 2, 'it gets nothing live')
 })
 
@@ -232,3 +232,15 @@ t.test(
     t.equal(hub.stats(A), undefined)
   },
 )
+
+t.test('a line written a byte at a time is one backlog entry; the number of entries is bounded', async (t) => {
+  const hub = new LogHub()
+  const r = recorder()
+  hub.subscribe(A, r.sub)
+  for (const ch of 'progress ..........\n') hub.publish(A, 'stdout', ch)
+  t.strictSame(texts(hub.backlog(A)), ['progress ..........\n'], 'merged in the backlog')
+  t.equal(r.got.length, 20, 'live viewers got every piece')
+  const flood = new LogHub()
+  for (let i = 0; i < 30_000; i++) flood.publish(A, i % 2 ? 'stdout' : 'stderr', 'x')
+  t.equal(flood.backlog(A).length, 20_000, 'alternating streams cannot grow it past 20,000 entries')
+})

@@ -167,3 +167,13 @@ t.test('adopt records a running lease, even over capacity', async (t) => {
   t.equal(s.release('b'), true)
   t.equal(s.capacity(p), 1, 'released adopted leases give their capacity back')
 })
+
+t.test('a lease naming a GPU this machine does not hand out never makes that GPU schedulable', async (t) => {
+  const s = new Scheduler([0])
+  s.adopt({ experimentId: 'x', projectId: 'p', cpuUnits: 1, gpus: [{ index: 3, units: 500_000 }] })
+  s.release('x')
+  t.equal(s.capacity({ capacity: 0.01, gpu_capacity: 0.5 }), 2, 'GPU 0 only: two halves')
+  const leases = [s.reserve('a', { id: 'p', capacity: 0.01, gpu_capacity: 0.5 }), s.reserve('b', { id: 'p', capacity: 0.01, gpu_capacity: 0.5 })]
+  t.same(leases.map((l) => l?.gpus[0]?.index), [0, 0])
+  t.equal(s.reserve('c', { id: 'p', capacity: 0.01, gpu_capacity: 0.5 }), undefined, 'never GPU 3')
+})
