@@ -110,6 +110,7 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
   )
 
   let started = false
+  let reconciling: NodeJS.Timeout | undefined
   return {
     app,
     projects,
@@ -129,7 +130,11 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
       outbox.restore()
       experiments.recover()
       void checkDocker(docker, projects, log)
-      void experiments.reconcile(registration.machineId, opts.orphanGraceMs ?? 60_000)
+      const reconcile = () => void experiments.reconcile(registration.machineId, opts.orphanGraceMs ?? 60_000)
+      reconcile()
+      // And now and then: a container whose removal failed is taken up (reported, removed) then.
+      reconciling = setInterval(reconcile, 10 * 60_000)
+      reconciling.unref()
       const address = await app.listen({ host: config.host, port: config.port })
       started = true
       log.info({ address, advertised: config.machineUrl, fglab: client.baseUrl }, 'FGMachine listening')
@@ -142,6 +147,7 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
       // local processes get a short grace, then a moment for their reports.
       const grace = Math.min(config.killGraceMs, 3000)
       stopping.abort()
+      clearInterval(reconciling)
       if (started) {
         experiments.shutdown(grace)
         await Promise.race([experiments.idle(), realSleep(grace + 2000)])

@@ -187,7 +187,8 @@ export class ExperimentManager {
    * touched. Retries until Docker answers.
    */
   async reconcile(machineId: string | undefined, graceMs: number): Promise<void> {
-    if (!machineId) return
+    // One at a time (a periodic one may come while Docker is down and the last still waits).
+    if (!machineId || this.#finishedWhileReconciling) return
     const docker = this.deps.runtimes.docker
     this.#finishedWhileReconciling = new Set()
     try {
