@@ -15,6 +15,13 @@ import type { ExitInfo, LaunchSpec, RunHandle, Runtime } from './runtime.js'
 /** Maps a path FGMachine sees to the path the Docker host sees (identity unless FGMachine runs in a container). */
 export type HostPathMapper = (localPath: string) => string
 
+/**
+ * How long to watch Docker after a container was killed by a signal nobody
+ * here sent, to tell a daemon shutting down (it stops its containers, then
+ * exits) from a `docker kill` by hand.
+ */
+const DAEMON_EXIT_WINDOW_MS = 10_000
+
 /** Variables that choose GPUs: set by the allocation alone. */
 const GPU_ENV = new Set(['NVIDIA_VISIBLE_DEVICES', 'CUDA_VISIBLE_DEVICES'])
 
@@ -166,8 +173,7 @@ export class DockerRuntime implements Runtime {
         // Killed by a signal nobody here sent: a daemon shutting down stops its containers
         // so, and goes away a moment later. Look whether it is still there.
         if (!lostDocker && !exit.oomKilled && (exit.exitCode === 137 || exit.exitCode === 143) && !this.#stopped.has(id)) {
-          await realSleep(1000)
-          if (!(await this.docker.ping().then(() => true, () => false))) {
+          if (await this.#goesAway(DAEMON_EXIT_WINDOW_MS)) {
             lostDocker = true
             log.warn('Docker went away as the container ended: the daemon stopped it; waiting for Docker to come back')
             // Back before the container can be removed.
@@ -209,6 +215,16 @@ export class DockerRuntime implements Runtime {
         if (out) output = { out, pumped: this.#pump(out, spec) }
       }
     }
+  }
+
+  /** Whether Docker stops answering within `windowMs` (a daemon shutting down, after it stopped its containers). */
+  async #goesAway(windowMs: number): Promise<boolean> {
+    const until = Date.now() + windowMs
+    while (Date.now() < until) {
+      await realSleep(250)
+      if (!(await this.docker.ping().then(() => true, () => false))) return true
+    }
+    return false
   }
 
   /** Resolves when Docker answers again; rejects when FGMachine shuts down first. */

@@ -21,7 +21,7 @@ t.test('dockerd restarted under running experiments: FGMachine keeps serving, re
   await h.fglab.waitFor(() => ids.every((id) => h.fglab.experiment(id).started === 1), 30_000, 'started')
 
   const restarted = bare.restart({ downMs: 4000 })
-  await h.fglab.waitFor(() => h.logs.find(/lost the connection to Docker|Docker went away/) !== undefined, 30_000, 'the loss to be noticed')
+  await h.fglab.waitFor(() => h.logs.find(/lost the connection to Docker|Docker went away/) !== undefined, 60_000, 'the loss to be noticed')
   const health = await fetch(`${h.url}/health`)
   t.equal(health.status, 503, 'health says Docker is gone')
   t.equal((await h.capacity('p')).status, 501, 'still serving: the lost experiments still hold their capacity')
