@@ -88,7 +88,7 @@ t.test('killed -9 with four experiments running (one ends while it is down): all
   const starts = m.lines.filter((l) => l.msg === 'starting experiment').map((l) => l.experimentId)
   t.same(starts, [extra], 'the restarted FGMachine launched only the new experiment')
   t.ok(m.lines.some((l) => l.msg === 'container re-adopted' && l.experimentId === ids[0]), 'running containers were re-adopted')
-  await new Promise((r) => setTimeout(r, 200))
+  await s.fglab.waitFor(() => readdirSync(s.results).length === 0, 10_000, 'results folders removed').catch(() => undefined)
   t.same(readdirSync(s.results), [], 'every results folder removed')
 })
 
@@ -120,7 +120,10 @@ t.test('FGLab down for 15 s while experiments end, FGMachine crashing in the mid
     t.equal(e.fields._notes, `ended ${n}`)
   }
   await s.fglab.waitFor(() => readdirSync(s.results).length === 0, 10_000, 'results folders removed once acknowledged')
-  t.same(readdirSync(path.join(s.opts.dataDir, 'experiments')).filter((f) => f.endsWith('.json')), [], 'journal empty')
+  const journal = () => readdirSync(path.join(s.opts.dataDir, 'experiments')).filter((f) => f.endsWith('.json'))
+  // The record goes right after the folder: wait for it rather than race it.
+  await s.fglab.waitFor(() => journal().length === 0, 10_000, 'the journal to empty').catch(() => undefined)
+  t.same(journal(), [], 'journal empty')
 })
 
 t.test('docker stop (SIGTERM) leaves containers running; the next start takes them up, full from its first answer', async (t) => {
