@@ -9,13 +9,22 @@ export class FglabError extends Error {
     message: string,
     /** HTTP status, or undefined when FGLab was not reached. */
     readonly status: number | undefined,
-    /** Whether trying again may succeed (network errors, 5xx, 408, 429). */
+    /** Whether trying again may succeed (network errors, 5xx, 408, 429, and the credential answers 401/403/407). */
     readonly retryable: boolean,
     options?: ErrorOptions,
   ) {
     super(message, options)
   }
 }
+
+/**
+ * 4xx answers worth trying again. 408/425/429 pass by themselves; 401, 403 and
+ * 407 mean FGMachine's credentials (or a proxy's) are wrong, which an operator
+ * fixes: dropping the reports meanwhile would lose every result. Any other
+ * 4xx (404: the experiment was deleted in FGLab; 413: a proxy's body limit)
+ * will not succeed however often it is sent.
+ */
+const RETRYABLE_STATUS = new Set([401, 403, 407, 408, 425, 429])
 
 export function isRetryable(err: unknown): boolean {
   return err instanceof FglabError ? err.retryable : true
@@ -140,7 +149,7 @@ export class FglabClient {
     }
     const text = await res.text().catch(() => '')
     if (!res.ok) {
-      const retryable = res.status >= 500 || res.status === 408 || res.status === 429
+      const retryable = res.status >= 500 || RETRYABLE_STATUS.has(res.status)
       throw new FglabError(`${what}: FGLab answered ${res.status} ${text.slice(0, 200)}`, res.status, retryable)
     }
     if (text === '') return undefined

@@ -40,8 +40,10 @@ export interface OutboxOptions {
  * Reports to FGLab, in order per experiment, each retried with backoff and
  * jitter until FGLab acknowledges it. With a store, each report is on disk
  * before it is sent and until it is acknowledged, and `restore()` sends what
- * a crash left. A report FGLab refuses for good (a 4xx) is logged and
- * dropped. Experiments are sent independently of each other.
+ * a crash left. A report FGLab refuses for good (a 4xx other than the
+ * passing and credential ones, see client.ts) is logged and dropped; a
+ * refused results file also keeps its results folder from being deleted.
+ * Experiments are sent independently of each other.
  *
  * Disk use is bounded by what there is to report: a results file waits in
  * the outbox once however often it is rewritten, and the other reports are a
@@ -131,7 +133,7 @@ export class Outbox {
     return new Promise((resolve) => q.idle.push(resolve))
   }
 
-  /** Whether some results file of this experiment could not be read and was not sent; forgets the answer. */
+  /** Whether some results file of this experiment could not be read or was refused, so was not sent; forgets the answer. */
   takeUnsent(experimentId: string): boolean {
     return this.#unsent.delete(experimentId)
   }
@@ -186,7 +188,13 @@ export class Outbox {
       } catch (err) {
         const what = describe(entry)
         if (!isRetryable(err)) {
-          this.log.error({ experimentId, report: what, err: (err as Error).message }, 'FGLab refused a report; dropping it')
+          if (entry.kind === 'results-file') {
+            // FGLab does not have this file: the results folder is its only copy.
+            this.#unsent.add(experimentId)
+            this.log.error({ experimentId, report: what, err: (err as Error).message }, 'FGLab refused a results file; dropping the report, and the results folder is kept')
+          } else {
+            this.log.error({ experimentId, report: what, err: (err as Error).message }, 'FGLab refused a report; dropping it')
+          }
           return true
         }
         const wait = backoffDelay(attempt, this.#backoff)

@@ -170,6 +170,27 @@ t.test('a report FGLab refuses (404) is dropped after one try and the queue move
     t.equal(r.fglab.experiment(good).started, 1, 'other experiments are unaffected')
   })
 
+  t.test('a refused results file is dropped, and the outbox says its folder must stay', async (t) => {
+    const r = await rig(t)
+    const id = objectId()
+    const other = objectId()
+    r.fglab.failWith(413)
+    r.onLog = (line) => {
+      if (line.level === ERROR) r.fglab.recover()
+    }
+    r.outbox.enqueue(id, { kind: 'results-file', path: file(r, 'big.png', 'x'.repeat(100)) })
+    r.outbox.enqueue(id, { kind: 'finished' })
+    await r.outbox.drain(id)
+    t.equal(r.fglab.experiment(id).files.size, 0, 'not sent again')
+    t.equal(r.fglab.experiment(id).finished, 1, 'the queue moves on')
+    t.match(r.lines.find((l) => l.level === ERROR), { report: 'file big.png', msg: /results folder is kept/ })
+    t.equal(r.outbox.takeUnsent(id), true, 'the folder must stay')
+    t.equal(r.outbox.takeUnsent(id), false, 'the answer is taken once')
+    r.outbox.enqueue(other, { kind: 'update', fields: { x: 1 } })
+    await r.outbox.drain(other)
+    t.equal(r.outbox.takeUnsent(other), false, 'a refused field update does not hold a folder')
+  })
+
   t.test('a refusal in the middle of a queue', async (t) => {
     const r = await rig(t)
     const id = objectId()
@@ -337,7 +358,7 @@ t.test('FglabClient', async (t) => {
     const err = await without.experimentStarted(id).catch((e: unknown) => e)
     t.type(err, FglabError)
     t.equal((err as FglabError).status, 401)
-    t.equal((err as FglabError).retryable, false)
+    t.equal((err as FglabError).retryable, true, 'wrong credentials are the operator\'s to fix: retried, not dropped')
     t.equal(fglab.experiment(id).started, 1)
   })
 
@@ -352,8 +373,11 @@ t.test('FglabClient', async (t) => {
       [500, true],
       [429, true],
       [408, true],
+      [401, true],
+      [403, true],
       [404, false],
       [400, false],
+      [413, false],
     ] as const) {
       fglab.failWith(status)
       const err = (await client.experimentFinished(objectId()).catch((e: unknown) => e)) as FglabError
