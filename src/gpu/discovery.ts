@@ -5,12 +5,33 @@ import { explainFailure, GpuQueryError, parseGpuQuery, QUERY_ARGS, type GpuDevic
 /** Runs nvidia-smi with these arguments; the one seam to the NVIDIA driver. */
 export type NvidiaSmi = (args: readonly string[], timeoutMs: number) => Promise<string>
 
+/**
+ * nvidia-smi through execa, with a time limit of our own: execa's `timeout`
+ * kills the process but then still waits for its pipes to close, which a
+ * child stuck in the driver (or a grandchild holding stdout) never does. On
+ * time-out the process is killed, our ends of its pipes closed, and we go on
+ * without waiting for it.
+ */
 export const runNvidiaSmi: NvidiaSmi = async (args, timeoutMs) => {
-  const r = await execa('nvidia-smi', args, { timeout: timeoutMs, reject: false, stripFinalNewline: false })
-  if ((r as { code?: string }).code === 'ENOENT') throw Object.assign(new Error('nvidia-smi not found'), { code: 'ENOENT' })
-  if (r.timedOut) throw new GpuQueryError(`nvidia-smi did not answer within ${timeoutMs} ms (a hung driver?)`)
-  if (r.exitCode !== 0) throw new GpuQueryError(explainFailure(`${r.stdout}\n${r.stderr}`))
-  return r.stdout
+  const child = execa('nvidia-smi', args, { reject: false, stripFinalNewline: false })
+  let timer: NodeJS.Timeout | undefined
+  const expired = new Promise<'expired'>((resolve) => {
+    timer = setTimeout(() => resolve('expired'), timeoutMs)
+  })
+  try {
+    const r = await Promise.race([child, expired])
+    if (r === 'expired') {
+      child.kill('SIGKILL')
+      child.stdout?.destroy()
+      child.stderr?.destroy()
+      throw new GpuQueryError(`nvidia-smi did not answer within ${timeoutMs} ms (a hung driver?)`)
+    }
+    if ((r as { code?: string }).code === 'ENOENT') throw Object.assign(new Error('nvidia-smi not found'), { code: 'ENOENT' })
+    if (r.exitCode !== 0) throw new GpuQueryError(explainFailure(`${r.stdout}\n${r.stderr}`))
+    return r.stdout
+  } finally {
+    clearTimeout(timer)
+  }
 }
 
 export interface DiscoveryOptions {

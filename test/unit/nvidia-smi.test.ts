@@ -1,8 +1,9 @@
-import { readFileSync } from 'node:fs'
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import path from 'node:path'
 import pino from 'pino'
 import t from 'tap'
-import { discoverGpus, parseOverride, type NvidiaSmi } from '../../src/gpu/discovery.js'
+import { discoverGpus, parseOverride, runNvidiaSmi, type NvidiaSmi } from '../../src/gpu/discovery.js'
 import { explainFailure, GpuQueryError, parseGpuQuery, QUERY_ARGS } from '../../src/gpu/nvidia-smi.js'
 import { LogSink } from '../helpers/harness.js'
 import { FIXTURES } from '../helpers/stand-in-gpus.js'
@@ -89,6 +90,40 @@ t.test('discovery never throws: no nvidia-smi, broken driver, hung nvidia-smi â†
     t.same(await discoverGpus({ log, nvidiaSmi: failing(err) }), [], what)
     t.equal(sink.lines.filter((l) => msg.test(String(l.msg))).length, 1, `${what}: said once`)
   }
+})
+
+t.test('the real nvidia-smi call: answers, failures, a missing binary, and a hang that holds its pipes', async (t) => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'fgm-nvsmi-'))
+  const pidFile = path.join(dir, 'grandchild.pid')
+  const savedPath = process.env.PATH
+  t.teardown(() => {
+    process.env.PATH = savedPath
+    try {
+      process.kill(Number(readFileSync(pidFile, 'utf8')), 'SIGKILL')
+    } catch {
+      // already gone, or never started
+    }
+    rmSync(dir, { recursive: true, force: true })
+  })
+  const standIn = (script: string) => {
+    writeFileSync(path.join(dir, 'nvidia-smi'), `#!/bin/sh\n${script}\n`)
+    chmodSync(path.join(dir, 'nvidia-smi'), 0o755)
+  }
+  process.env.PATH = `${dir}:${savedPath}`
+
+  standIn(`printf '%s' '${fixture('h100x2.csv')}'`)
+  t.same(parseGpuQuery(await runNvidiaSmi(QUERY_ARGS, 10_000)).map((g) => g.index), [0, 1], 'its output, parsed')
+
+  standIn(`echo "Failed to initialize NVML: Driver/library version mismatch"; exit 18`)
+  await t.rejects(runNvidiaSmi(QUERY_ARGS, 10_000), { name: 'GpuQueryError', message: /version mismatch/ })
+
+  // Stuck in the driver: the process ignores the time-out's kill long enough,
+  // and a child of its holds stdout open, so waiting for the pipes would never end.
+  standIn(`sleep 600 & echo $! > '${pidFile}'; exec sleep 600`)
+  await t.rejects(runNvidiaSmi(QUERY_ARGS, 300), { name: 'GpuQueryError', message: /did not answer within 300 ms/ }, 'it gives up instead of hanging')
+
+  process.env.PATH = dir + '-nothing-here'
+  await t.rejects(runNvidiaSmi(QUERY_ARGS, 10_000), { code: 'ENOENT' }, 'no nvidia-smi at all')
 })
 
 t.test('without nvidia-smi, FGMACHINE_GPUS indices declare GPUs by hand (UUIDs cannot be checked)', async (t) => {
