@@ -3,7 +3,7 @@ import type { WebSocket } from 'ws'
 import type { LogHub } from '../logs/log-hub.js'
 import { isObjectId } from '../util/ids.js'
 
-/** Above this much unsent output a browser is too slow: drop it rather than buffer without bound. */
+/** Above this much unsent live output (beyond the backlog) a browser is too slow: drop it rather than buffer without bound. */
 const MAX_BUFFERED_BYTES = 4 * 1024 * 1024
 
 /**
@@ -27,11 +27,18 @@ export function logSocket(app: FastifyInstance, hub: LogHub): void {
           return
         }
         unsubscribe?.()
+        // The backlog is sent whole, however it grows in JSON (an escape byte
+        // becomes six); only what the viewer leaves unread beyond it counts as
+        // falling behind.
+        let replaying = true
+        let replayed = 0
         unsubscribe = hub.subscribe(m[1], {
           send(chunk) {
             if (socket.readyState !== socket.OPEN) return false
-            if (socket.bufferedAmount > MAX_BUFFERED_BYTES) return false
-            socket.send(JSON.stringify({ [chunk.stream]: chunk.text }))
+            if (!replaying && socket.bufferedAmount > MAX_BUFFERED_BYTES + replayed) return false
+            const message = JSON.stringify({ [chunk.stream]: chunk.text })
+            socket.send(message)
+            if (replaying) replayed += Buffer.byteLength(message)
             return true
           },
           drop(reason) {
@@ -39,6 +46,7 @@ export function logSocket(app: FastifyInstance, hub: LogHub): void {
             socket.close(1013, 'too slow')
           },
         })
+        replaying = false
       })
       socket.on('close', () => unsubscribe?.())
       socket.on('error', () => unsubscribe?.())

@@ -20,8 +20,10 @@ export interface LogHubOptions {
   backlogBytes?: number
   /** Never more than this many bytes, whatever the line count. */
   backlogHardBytes?: number
-  /** How many ended experiments keep their backlog for late viewers. */
+  /** How many ended experiments keep their backlog for late viewers… */
   keepEnded?: number
+  /** …within this many bytes all together (each is first cut to `backlogBytes`). */
+  keepEndedBytes?: number
 }
 
 /** Pieces of one unfinished line are merged into backlog entries of up to this many characters. */
@@ -59,12 +61,14 @@ export class LogHub {
   readonly #bytes: number
   readonly #hardBytes: number
   readonly #keepEnded: number
+  readonly #keepEndedBytes: number
 
   constructor(opts: LogHubOptions = {}) {
     this.#lines = opts.backlogLines ?? 10_000
     this.#bytes = opts.backlogBytes ?? 1024 * 1024
     this.#hardBytes = opts.backlogHardBytes ?? 4 * 1024 * 1024
     this.#keepEnded = opts.keepEnded ?? 50
+    this.#keepEndedBytes = opts.keepEndedBytes ?? 32 * 1024 * 1024
   }
 
   publish(experimentId: string, stream: Stream, text: string): void {
@@ -108,16 +112,23 @@ export class LogHub {
     }
   }
 
-  /** The experiment ended: keep its backlog a while for late viewers, bounded by count. */
+  /**
+   * The experiment ended: keep its last `backlogBytes` a while for late
+   * viewers, for the last `keepEnded` experiments within `keepEndedBytes`.
+   */
   end(experimentId: string): void {
     const log = this.#logs.get(experimentId)
     if (!log || log.ended) return
     log.ended = true
+    this.#trim(log, this.#bytes)
     this.#ended.push(experimentId)
-    while (this.#ended.length > this.#keepEnded) {
+    let total = 0
+    for (const id of this.#ended) total += this.#logs.get(id)?.bytes ?? 0
+    while (this.#ended.length > this.#keepEnded || (this.#ended.length > 1 && total > this.#keepEndedBytes)) {
       const old = this.#ended.shift()!
       const l = this.#logs.get(old)
       if (l) {
+        total -= l.bytes
         l.expired = true
         this.#forgetIfUnused(old, l)
       }
@@ -149,10 +160,10 @@ export class LogHub {
     return log
   }
 
-  #trim(log: Backlog): void {
-    // Drop the oldest chunks while both bounds are exceeded, or the hard bound is.
+  /** Drop the oldest chunks while both soft bounds are exceeded, or the hard one is (`hardBytes`, normally the configured cap). */
+  #trim(log: Backlog, hardBytes = this.#hardBytes): void {
     while (log.chunks.length - log.head > 1) {
-      const over = (log.lines > this.#lines && log.bytes > this.#bytes) || log.bytes > this.#hardBytes || log.chunks.length - log.head > MAX_CHUNKS
+      const over = (log.lines > this.#lines && log.bytes > this.#bytes) || log.bytes > hardBytes || log.chunks.length - log.head > MAX_CHUNKS
       if (!over) break
       const old = log.chunks[log.head]!
       log.head++

@@ -194,6 +194,21 @@ t.test('end() keeps the backlog of the last keepEnded experiments only', async (
   t.strictSame(texts(hub.backlog('e2')), ['e2 output\n'], 'ending an unknown experiment counts for nothing')
 })
 
+t.test('an ended backlog is cut to backlogBytes, and all ended ones together stay within keepEndedBytes', async (t) => {
+  const hub = new LogHub({ backlogLines: 100, backlogBytes: 100, backlogHardBytes: 1000, keepEnded: 10, keepEndedBytes: 250 })
+  const line = (id: string, n: number) => `${id} ${String(n).padStart(4, '0')} ${'.'.repeat(41)}\n` // 50 bytes
+  for (const id of ['e1', 'e2', 'e3']) for (let n = 0; n < 10; n++) hub.publish(id, 'stdout', line(id, n))
+  t.equal(hub.stats('e1')?.bytes, 500, 'while it runs, up to the hard cap is kept')
+  hub.end('e1')
+  t.strictSame(texts(hub.backlog('e1')), [line('e1', 8), line('e1', 9)], 'ended: its newest 100 bytes')
+  hub.end('e2')
+  t.equal(hub.stats('e1')?.bytes, 100, 'two ended, 200 bytes: both kept')
+  hub.end('e3')
+  t.equal(hub.stats('e1'), undefined, 'a third would make 300 bytes: the oldest goes')
+  t.strictSame(texts(hub.backlog('e3')), [line('e3', 8), line('e3', 9)])
+  t.strictSame(texts(hub.backlog('e2')), [line('e2', 8), line('e2', 9)])
+})
+
 t.test('an ended experiment being watched keeps its backlog', async (t) => {
   const hub = new LogHub({ keepEnded: 1 })
   hub.publish('e1', 'stdout', 'kept\n')
