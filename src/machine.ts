@@ -19,7 +19,7 @@ import { Scheduler } from './scheduler/scheduler.js'
 import { realSleep, type Backoff, type Sleep } from './util/retry.js'
 import { OutboxStore } from './fglab/outbox-store.js'
 import { Journal } from './runner/journal.js'
-import { discoverGpus, type NvidiaSmi } from './gpu/discovery.js'
+import { discoverGpus, UNKNOWN_UUID_PREFIX, type NvidiaSmi } from './gpu/discovery.js'
 import type { GpuDevice } from './gpu/nvidia-smi.js'
 
 export interface MachineOptions {
@@ -87,7 +87,7 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
     outbox,
     journal,
     runtimes: {
-      docker: new DockerRuntime(docker, log.child({ component: 'docker' }), (p) => hostPaths.toHost(p) ?? p, stopping.signal),
+      docker: new DockerRuntime(docker, log.child({ component: 'docker' }), (p) => hostPaths.toHost(p) ?? p, stopping.signal, gpuDeviceId(gpus)),
       process: new ProcessRuntime(),
     },
     log: log.child({ component: 'experiments' }),
@@ -179,4 +179,15 @@ async function checkDocker(docker: ContainerClient, projects: ProjectStore, log:
       'projects ask for GPUs but docker info shows no nvidia runtime: if the NVIDIA Container Toolkit is not installed, their containers will fail to start (could not select device driver "nvidia")',
     )
   }
+}
+
+/**
+ * GPUs are named to Docker by UUID: an index is nvidia-smi's numbering where
+ * FGMachine runs, which inside a container started with `--gpus device=2,3`
+ * calls the host's GPUs 2 and 3 "0" and "1". GPUs declared by hand in
+ * FGMACHINE_GPUS, whose UUIDs are unknown, go by index.
+ */
+function gpuDeviceId(gpus: readonly GpuDevice[]): (index: number) => string {
+  const uuids = new Map(gpus.filter((g) => !g.uuid.startsWith(UNKNOWN_UUID_PREFIX)).map((g) => [g.index, g.uuid]))
+  return (index) => uuids.get(index) ?? String(index)
 }

@@ -34,6 +34,9 @@ export const runNvidiaSmi: NvidiaSmi = async (args, timeoutMs) => {
   }
 }
 
+/** The UUID of a GPU declared by hand in FGMACHINE_GPUS, where nvidia-smi could not tell its real one. */
+export const UNKNOWN_UUID_PREFIX = 'GPU-unknown-'
+
 export interface DiscoveryOptions {
   log: Logger
   /** FGMACHINE_GPUS: a comma list of indices or UUIDs, or "none"; undefined uses every GPU found. */
@@ -70,7 +73,7 @@ export async function discoverGpus(opts: DiscoveryOptions): Promise<GpuDevice[]>
     if (wanted && wanted.every((w) => typeof w === 'number')) {
       // Declared by hand where nvidia-smi cannot look (e.g. inside a container without GPU access).
       log.warn({ gpus: wanted }, 'using the GPUs FGMACHINE_GPUS names, unchecked: nvidia-smi could not list them')
-      return wanted.map((index) => ({ index, uuid: `GPU-unknown-${index}`, name: `GPU ${index}` }))
+      return wanted.map((index) => ({ index, uuid: `${UNKNOWN_UUID_PREFIX}${index}`, name: `GPU ${index}` }))
     }
     if (wanted) log.error({ override: opts.override }, 'FGMACHINE_GPUS names GPUs by UUID, which cannot be checked without nvidia-smi: no GPUs')
     return []

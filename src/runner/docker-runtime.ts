@@ -37,6 +37,8 @@ export class DockerRuntime implements Runtime {
     private readonly hostPath: HostPathMapper = (p) => p,
     /** Aborted when FGMachine shuts down: stops waiting for a lost Docker. */
     private readonly shutdown?: AbortSignal,
+    /** How Docker is told which GPU a lease's index means: its UUID where known (see machine.ts). */
+    private readonly gpuDeviceId: (index: number) => string = String,
   ) {}
 
   containerSpec(spec: LaunchSpec): ContainerSpec {
@@ -69,7 +71,7 @@ export class DockerRuntime implements Runtime {
       nanoCpus: p.cpus === undefined ? undefined : Math.round(p.cpus * 1e9),
       networkMode: p.network,
       user: p.user,
-      gpuDeviceIds: spec.lease.gpus.length ? spec.lease.gpus.map((g) => String(g.index)) : undefined,
+      gpuDeviceIds: spec.lease.gpus.length ? spec.lease.gpus.map((g) => this.gpuDeviceId(g.index)) : undefined,
     }
   }
 

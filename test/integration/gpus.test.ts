@@ -13,6 +13,9 @@ useStandInNvidiaSmi('h100x2.csv')
 /** Writes what the container sees of its GPUs, then waits for a file to appear before exiting. */
 const SEE = 'echo "$NVIDIA_VISIBLE_DEVICES|$CUDA_VISIBLE_DEVICES|$*" > "$FGLAB_RESULTS_DIR/gpus.txt"; while [ ! -e "$FGLAB_RESULTS_DIR/stop" ]; do sleep 0.1; done; rm "$FGLAB_RESULTS_DIR/stop"'
 
+/** The stand-in GPUs' UUIDs, by index (h100x2.csv): how containers are told their GPUs. */
+const UUID = ['GPU-8f6e3a52-9c1d-4b7e-a0f3-2d5c6b7a8e91', 'GPU-1b2c3d4e-5f60-4718-9a0b-c1d2e3f4a5b6'] as const
+
 function gpuProject(results: string, gpu_capacity: number, extra: Record<string, unknown> = {}) {
   return { image, command: 'sh', args: ['-c', SEE, 'exp'], options: 'plain', capacity: 0.1, gpu_capacity, gpu_command: '--gpu', results, ...extra }
 }
@@ -60,7 +63,7 @@ t.test('gpu_capacity 0.5 on two GPUs: four at once, two per GPU, each seeing onl
     t.equal(cuda, '', 'CUDA_VISIBLE_DEVICES from env does not reach the container')
     t.equal(args, `_id ${id} --gpu 0`, 'gpu_command with the container-local index')
   }
-  t.same(Object.fromEntries(byGpu), { 0: 2, 1: 2 }, 'NVIDIA_VISIBLE_DEVICES: two containers on each GPU')
+  t.same(Object.fromEntries(byGpu), { [UUID[0]]: 2, [UUID[1]]: 2 }, 'NVIDIA_VISIBLE_DEVICES: two containers on each GPU, named by UUID')
   await h.machine.experiments.idle()
   t.equal((await h.capacity('half')).body.capacity, 4, 'all GPUs free again')
 })
@@ -78,7 +81,7 @@ t.test('gpu_capacity 2 gets both GPUs as 0,1 and blocks the others until it ends
   const { existsSync } = await import('node:fs')
   await h.fglab.waitFor(() => existsSync(`${h.resultsDir}/${big}/gpus.txt`), 20_000, 'container running')
   await release(h, [big])
-  t.equal(seen(h, big), `0,1||_id ${big} --gpu 0,1`)
+  t.equal(seen(h, big), `${UUID[0]},${UUID[1]}||_id ${big} --gpu 0,1`)
   await h.machine.experiments.idle()
   t.equal((await h.capacity('half')).body.capacity, 4)
 })
@@ -105,7 +108,7 @@ t.test('FGMACHINE_GPUS picks GPUs by index or UUID; "none" hands out none', asyn
   const { existsSync } = await import('node:fs')
   await one.fglab.waitFor(() => existsSync(`${one.resultsDir}/${id}/gpus.txt`), 20_000, 'container running')
   await release(one, [id])
-  t.match(seen(one, id), /^1\|/, 'the container gets host GPU 1')
+  t.equal(seen(one, id).split('|')[0], UUID[1], 'the container gets host GPU 1')
 
   const none = await startHarness({ config: { gpus: 'none' }, projects: (r) => ({ half: gpuProject(r, 0.5) }) })
   t.teardown(() => none.close())
@@ -134,7 +137,7 @@ t.test('the container gets the NVIDIA device request', async (t) => {
   await h.fglab.waitFor(() => existsSync(`${h.resultsDir}/${id}/gpus.txt`), 20_000, 'container running')
   const cid = execFileSync('docker', ['ps', '-q', '--filter', `label=fgmachine.experiment=${id}`], { encoding: 'utf8' }).trim()
   const info = JSON.parse(execFileSync('docker', ['inspect', cid], { encoding: 'utf8' }))[0]
-  t.same(info.HostConfig.DeviceRequests, [{ Driver: 'nvidia', Count: 0, DeviceIDs: ['0'], Capabilities: [['gpu']], Options: null }])
+  t.same(info.HostConfig.DeviceRequests, [{ Driver: 'nvidia', Count: 0, DeviceIDs: [UUID[0]], Capabilities: [['gpu']], Options: null }])
   t.equal(info.Config.Labels['fgmachine.gpus'], '0:500000')
   await release(h, [id])
 })
