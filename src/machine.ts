@@ -16,7 +16,7 @@ import { DockerRuntime } from './runner/docker-runtime.js'
 import { ExperimentManager } from './runner/experiment-manager.js'
 import { ProcessRuntime } from './runner/process-runtime.js'
 import { Scheduler } from './scheduler/scheduler.js'
-import { realSleep, type Backoff, type Sleep } from './util/retry.js'
+import { realSleep, retry, type Backoff, type Sleep } from './util/retry.js'
 import { OutboxStore } from './fglab/outbox-store.js'
 import { Journal } from './runner/journal.js'
 import { discoverGpus, UNKNOWN_UUID_PREFIX, type NvidiaSmi } from './gpu/discovery.js'
@@ -121,7 +121,20 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
     logHub,
     gpus,
     async listen() {
-      hostPaths = await detectHostPaths(docker, log.child({ component: 'docker' }))
+      const dockerLog = log.child({ component: 'docker' })
+      hostPaths = await detectHostPaths(docker, dockerLog)
+      if (hostPaths.undetermined) {
+        // Docker did not answer: container projects are refused until it tells FGMachine its mounts.
+        void retry(
+          async () => {
+            const found = await detectHostPaths(docker, dockerLog)
+            if (found.undetermined) throw new Error(found.undetermined)
+            hostPaths = found
+            await projects.reload()
+          },
+          { baseMs: 2000, maxMs: 30_000, signal: stopping.signal, sleep: realSleep, retryable: () => true },
+        ).catch(() => {})
+      }
       await registration.start()
       projects.on('change', (raw) => registration.updateProjects(raw))
       await projects.reload()

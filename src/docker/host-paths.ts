@@ -20,7 +20,14 @@ export class HostPaths {
     /** FGMachine's own mounts, longest destination first; undefined on the host. */
     readonly mounts: readonly ContainerMount[] | undefined,
     readonly containerId?: string,
+    /** In a container whose mounts Docker has not told yet: why. Nothing can be shared meanwhile. */
+    readonly undetermined?: string,
   ) {}
+
+  /** FGMachine runs in a container, but Docker could not say what its mounts are (yet). */
+  static unknown(reason: string): HostPaths {
+    return new HostPaths([], undefined, reason)
+  }
 
   static inContainer(containerId: string, mounts: readonly ContainerMount[]): HostPaths {
     const sorted = mounts
@@ -49,6 +56,9 @@ export class HostPaths {
   /** Why `localPath` cannot be shared with sibling containers, or undefined when it can. */
   problem(localPath: string, what: string): string | undefined {
     if (this.toHost(localPath) !== undefined) return undefined
+    if (this.undetermined) {
+      return `${what} ${localPath} cannot be given to experiment containers yet: FGMachine runs in a container whose mounts Docker has not told it (${this.undetermined}); it asks again until Docker answers`
+    }
     return (
       `${what} ${localPath} is inside FGMachine's container only, so experiment containers cannot share it: ` +
       `mount it from the host (docker run -v /some/host/folder:${localPath} … or a named volume) and restart FGMachine`
@@ -80,19 +90,21 @@ async function readOr(file: string): Promise<string> {
 
 /**
  * Find out whether FGMachine runs in a container of the engine it drives, and
- * if so, its mounts. Never throws: when it cannot tell, it says so and
- * assumes the host's paths.
+ * if so, its mounts. Never throws. A container the engine does not know (it
+ * drives another engine) means the host's paths, said in the log; an engine
+ * that does not answer means `HostPaths.unknown`, to be asked again.
  */
-export async function detectHostPaths(docker: ContainerClient, log: Logger, procRoot = '/proc'): Promise<HostPaths> {
+export async function detectHostPaths(docker: ContainerClient, log: Logger, procRoot = '/proc', timeoutMs = 10_000): Promise<HostPaths> {
   const id = ownContainerId(await readOr(`${procRoot}/self/mountinfo`), await readOr(`${procRoot}/self/cgroup`))
   const candidates = [id, existsSync('/.dockerenv') ? os.hostname() : undefined].filter((c): c is string => Boolean(c))
   if (candidates.length === 0) {
     log.info('FGMachine runs on the host: experiment paths are used as they are')
     return HostPaths.onHost
   }
+  let failure: string | undefined
   for (const candidate of candidates) {
     try {
-      const self = await docker.inspectContainer(candidate)
+      const self = await withTimeout(docker.inspectContainer(candidate), timeoutMs, `Docker did not answer within ${timeoutMs} ms`)
       if (!self) continue
       log.info(
         { containerId: self.id.slice(0, 12), mounts: self.mounts.map((m) => `${m.source}:${m.destination}`) },
@@ -100,12 +112,26 @@ export async function detectHostPaths(docker: ContainerClient, log: Logger, proc
       )
       return HostPaths.inContainer(self.id, self.mounts)
     } catch (err) {
-      log.warn({ err: (err as Error).message }, 'cannot inspect FGMachine\'s own container')
+      failure = (err as Error).message
     }
+  }
+  if (failure) {
+    log.warn({ candidates, err: failure }, "cannot inspect FGMachine's own container: container projects wait until Docker answers")
+    return HostPaths.unknown(failure)
   }
   log.warn(
     { candidates },
     'FGMachine seems to run in a container that the Docker engine it drives does not know: paths are used as they are (results must be at the same path on the host)',
   )
   return HostPaths.onHost
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  return Promise.race([
+    p,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(message)), ms)
+    }),
+  ]).finally(() => clearTimeout(timer))
 }

@@ -74,3 +74,24 @@ t.test('detection inspects its own container through the engine', async (t) => {
   t.notOk(unknown.inContainer, 'a container the engine does not know: paths as they are')
   t.ok(sink.find(/does not know/), 'and it says so')
 })
+
+t.test('an engine that fails or hangs when asked: undetermined, and every path refused with the reason until it answers', async (t) => {
+  const proc = mkdtempSync(path.join(os.tmpdir(), 'fgm-proc-'))
+  t.teardown(() => rmSync(proc, { recursive: true, force: true }))
+  mkdirSync(path.join(proc, 'self'))
+  writeFileSync(path.join(proc, 'self/mountinfo'), MOUNTINFO)
+  writeFileSync(path.join(proc, 'self/cgroup'), '0::/\n')
+  const sink = new LogSink()
+  const log = pino({ level: 'debug' }, sink)
+  const failing = { inspectContainer: async () => Promise.reject(new Error('connect ENOENT /var/run/docker.sock')) } as unknown as ContainerClient
+  const down = await detectHostPaths(failing, log, proc)
+  t.ok(down.inContainer, 'not taken for the host')
+  t.match(down.undetermined, /ENOENT/)
+  t.equal(down.toHost('/data/results/x'), undefined, 'nothing maps to the host')
+  t.match(down.problem('/data/results', 'results'), /results \/data\/results cannot be given to experiment containers yet: .*ENOENT.*asks again/)
+  t.ok(sink.find(/container projects wait until Docker answers/))
+
+  const hanging = { inspectContainer: () => new Promise(() => {}) } as unknown as ContainerClient
+  const hung = await detectHostPaths(hanging, log, proc, 50)
+  t.match(hung.undetermined, /did not answer within 50 ms/, 'a hung engine does not hold start-up')
+})
