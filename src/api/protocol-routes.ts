@@ -56,6 +56,7 @@ export function protocolRoutes(app: FastifyInstance, deps: ProtocolDeps): void {
   app.post('/experiments/:id/kill', async (req) => {
     const { id } = ExperimentParams.parse(req.params)
     if (!isObjectId(id)) throw new BadRequestError('experiment id must be 24 hex digits')
+    // The original's answer whether or not the experiment runs here (the page only shows it).
     deps.experiments.kill(id)
     return { status: 'killed' }
   })

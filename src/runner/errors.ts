@@ -15,12 +15,6 @@ export class BadRequestError extends Error {
   readonly statusCode = 400
 }
 
-export class NotFoundError extends Error {
-  override readonly name = 'NotFoundError'
-  readonly code = 'FGM_NOT_FOUND'
-  readonly statusCode = 404
-}
-
 export class ConflictError extends Error {
   override readonly name = 'ConflictError'
   readonly code = 'FGM_CONFLICT'

@@ -8,7 +8,7 @@ import type { Scheduler } from '../scheduler/scheduler.js'
 import { isObjectId } from '../util/ids.js'
 import { buildArgv, type OptionValue } from './argv.js'
 import type { DockerRuntime } from './docker-runtime.js'
-import { BadRequestError, ConflictError, NoCapacityError, NotFoundError } from './errors.js'
+import { BadRequestError, ConflictError, NoCapacityError } from './errors.js'
 import { killLeftover } from './process-runtime.js'
 import type { ExperimentRecord, Journal } from './journal.js'
 import type { ExitInfo, LaunchSpec, RunHandle, Runtime } from './runtime.js'
@@ -110,11 +110,17 @@ export class ExperimentManager {
     return exp
   }
 
-  /** Stop a running experiment; it ends as `fail`. */
-  kill(id: string): Experiment {
+  /**
+   * Stop a running experiment; it ends as `fail`. An experiment not running
+   * here (already ended, or never ours) is left as it is: undefined.
+   */
+  kill(id: string): Experiment | undefined {
     if (!isObjectId(id)) throw new BadRequestError('experiment id must be 24 hex digits')
     const exp = this.#experiments.get(id)
-    if (!exp) throw new NotFoundError(`experiment ${id} is not running here`)
+    if (!exp) {
+      this.deps.log.info({ experimentId: id }, 'kill of an experiment that is not running here: nothing to do')
+      return undefined
+    }
     if (exp.state === 'reporting') return exp
     if (!exp.killed) {
       exp.killed = true
