@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs'
 import path from 'node:path'
 import { z } from 'zod'
+import { parseDockerHost } from './docker/docker-container-client.js'
 import { parseOverride } from './gpu/discovery.js'
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
@@ -34,11 +35,29 @@ const port = (name: string) =>
 const EnvSchema = z.object({
   FGLAB_URL: httpUrl('FGLAB_URL', 'the FGLab server', 'http://fglab.example:5080'),
   FGMACHINE_URL: httpUrl('FGMACHINE_URL', 'the address FGLab and browsers use to reach this machine', 'http://gpu-box-1:5081'),
-  HOST: z.string().trim().min(1).default('0.0.0.0'),
+  HOST: z.string().trim().min(1, 'HOST must be an address to listen on (default 0.0.0.0), not blank').default('0.0.0.0'),
   PORT: port('PORT').optional(),
-  FGMACHINE_PROJECTS: z.string().trim().min(1).default('projects.json'),
-  FGMACHINE_DATA_DIR: z.string().trim().min(1).default('.'),
-  DOCKER_HOST: z.string().trim().optional(),
+  FGMACHINE_PROJECTS: z.string().trim().min(1, 'FGMACHINE_PROJECTS must be a path (default projects.json), not blank').default('projects.json'),
+  FGMACHINE_DATA_DIR: z.string().trim().min(1, 'FGMACHINE_DATA_DIR must be a folder (default the working directory), not blank').default('.'),
+  DOCKER_HOST: z
+    .string()
+    .trim()
+    .optional()
+    .superRefine((v, ctx) => {
+      try {
+        parseDockerHost(v)
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: `DOCKER_HOST ${(err as Error).message}` })
+      }
+    }),
+  DOCKER_CERT_PATH: z
+    .string()
+    .trim()
+    .optional()
+    .superRefine((v, ctx) => {
+      const missing = v ? ['ca.pem', 'cert.pem', 'key.pem'].filter((f) => !existsSync(path.join(v, f))) : []
+      if (missing.length) ctx.addIssue({ code: 'custom', message: `DOCKER_CERT_PATH ${v} lacks ${missing.join(', ')}: point it at the folder with the Docker client certificate` })
+    }),
   LOG_LEVEL: z.enum(LOG_LEVELS, { error: `LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}` }).default('info'),
   FGMACHINE_GPUS: z
     .string()
@@ -118,7 +137,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
   for (const key of Object.keys(input)) if (input[key] === '') delete input[key]
   const parsed = EnvSchema.safeParse(input)
   if (!parsed.success) {
-    throw new ConfigError(parsed.error.issues.map((i) => i.message))
+    // Each message names its variable; zod's own (e.g. "Too small") get the name put in front.
+    throw new ConfigError(
+      parsed.error.issues.map((i) => {
+        const name = String(i.path[0] ?? '')
+        return !name || i.message.startsWith(name) ? i.message : `${name}: ${i.message}`
+      }),
+    )
   }
   const e = parsed.data
   const machineUrl = new URL(e.FGMACHINE_URL.trim())

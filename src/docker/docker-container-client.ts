@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs'
+import path from 'node:path'
 import { PassThrough } from 'node:stream'
 import { finished } from 'node:stream/promises'
 import Docker from 'dockerode'
@@ -18,13 +20,59 @@ function dockerError(what: string, err: unknown): DockerError {
   return new DockerError(`${what}: ${msg.trim()}`, e.statusCode, { cause: err })
 }
 
-/** Docker's `DOCKER_HOST` forms: unix:///path, tcp://host:port, or a bare socket path. */
-export function dockerOptions(dockerHost: string | undefined): Docker.DockerOptions {
-  if (!dockerHost) return { socketPath: '/var/run/docker.sock' }
-  if (dockerHost.startsWith('unix://')) return { socketPath: dockerHost.slice('unix://'.length) }
-  if (dockerHost.startsWith('/')) return { socketPath: dockerHost }
-  const u = new URL(dockerHost.replace(/^tcp:/, 'http:'))
-  return { host: u.hostname, port: Number(u.port || 2375), protocol: 'http' }
+/** Where the Docker engine is, from `DOCKER_HOST`, as the docker CLI reads it. */
+export type DockerEndpoint =
+  | { kind: 'socket'; path: string }
+  | { kind: 'tcp'; host: string; port: number }
+  | { kind: 'ssh'; host: string; port: number; username: string | undefined }
+
+/**
+ * Docker's `DOCKER_HOST` forms: unix:///path (or a bare /path), tcp://host:port
+ * (http:// and https:// too), ssh://user@host. Throws an Error saying what is
+ * wrong with anything else (config.ts names the variable).
+ */
+export function parseDockerHost(dockerHost: string | undefined): DockerEndpoint {
+  const v = dockerHost?.trim()
+  if (!v) return { kind: 'socket', path: '/var/run/docker.sock' }
+  if (v.startsWith('unix://')) return { kind: 'socket', path: v.slice('unix://'.length) || '/var/run/docker.sock' }
+  if (v.startsWith('/')) return { kind: 'socket', path: v }
+  const wrong = new Error(`must be unix:///path/to/docker.sock, tcp://host:port or ssh://user@host, not "${v}"`)
+  let u: URL
+  try {
+    u = new URL(v)
+  } catch {
+    throw wrong
+  }
+  if (!u.hostname) throw wrong
+  if (u.protocol === 'ssh:') return { kind: 'ssh', host: u.hostname, port: Number(u.port || 22), username: u.username ? decodeURIComponent(u.username) : undefined }
+  if (u.protocol === 'tcp:' || u.protocol === 'http:' || u.protocol === 'https:') {
+    return { kind: 'tcp', host: u.hostname, port: Number(u.port || (u.protocol === 'https:' ? 2376 : 2375)) }
+  }
+  throw wrong
+}
+
+/**
+ * dockerode's options for an endpoint. TCP uses TLS as the docker CLI does:
+ * with DOCKER_TLS_VERIFY=1 or on port 2376, with the client certificate from
+ * DOCKER_CERT_PATH when set.
+ */
+export function dockerOptions(dockerHost: string | undefined, env: NodeJS.ProcessEnv = process.env): Docker.DockerOptions {
+  const e = parseDockerHost(dockerHost)
+  if (e.kind === 'socket') return { socketPath: e.path }
+  if (e.kind === 'ssh') return { protocol: 'ssh', host: e.host, port: e.port, username: e.username, sshOptions: { agent: env.SSH_AUTH_SOCK } }
+  const tls = env.DOCKER_TLS_VERIFY === '1' || e.port === 2376 || dockerHost?.trim().startsWith('https:')
+  if (!tls) return { host: e.host, port: e.port, protocol: 'http' }
+  const certs = env.DOCKER_CERT_PATH
+  return {
+    host: e.host,
+    port: e.port,
+    protocol: 'https',
+    ...(certs && {
+      ca: readFileSync(path.join(certs, 'ca.pem')),
+      cert: readFileSync(path.join(certs, 'cert.pem')),
+      key: readFileSync(path.join(certs, 'key.pem')),
+    }),
+  }
 }
 
 /** The ContainerClient over dockerode: dockerode's types stop here. */

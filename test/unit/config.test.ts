@@ -82,6 +82,24 @@ t.test('a bad kill grace is named', async (t) => {
   t.equal(loadConfig({ ...BASE, FGMACHINE_KILL_GRACE_S: '2.5' }, CWD).killGraceMs, 2500)
 })
 
+t.test('blank paths and host are named', async (t) => {
+  for (const name of ['HOST', 'FGMACHINE_PROJECTS', 'FGMACHINE_DATA_DIR']) {
+    const [p] = problems(t, { ...BASE, [name]: '   ' })
+    t.match(p, new RegExp(`^${name} must be .*not blank$`), `${name} of blanks`)
+  }
+})
+
+t.test('DOCKER_HOST: the docker CLI\'s forms, anything else named', async (t) => {
+  for (const good of ['unix:///run/user/1000/docker.sock', '/var/run/docker.sock', 'tcp://10.0.0.5:2375', 'https://docker.example:2376', 'ssh://me@gpu-box']) {
+    t.equal(loadConfig({ ...BASE, DOCKER_HOST: good }, CWD).dockerHost, good, good)
+  }
+  for (const bad of ['foo', 'tcp://', 'ftp://x:1']) {
+    t.strictSame(problems(t, { ...BASE, DOCKER_HOST: bad }), [`DOCKER_HOST must be unix:///path/to/docker.sock, tcp://host:port or ssh://user@host, not "${bad}"`], bad)
+  }
+  const [p] = problems(t, { ...BASE, DOCKER_CERT_PATH: path.join(CWD, 'no-certs-here') })
+  t.match(p, /^DOCKER_CERT_PATH .*no-certs-here lacks ca\.pem, cert\.pem, key\.pem/)
+})
+
 t.test('every problem is reported at once', async (t) => {
   const ps = problems(t, { FGMACHINE_URL: 'nope', PORT: 'x', LOG_LEVEL: 'loud' })
   t.equal(ps.length, 4)

@@ -95,3 +95,14 @@ t.test('an engine that fails or hangs when asked: undetermined, and every path r
   const hung = await detectHostPaths(hanging, log, proc, 50)
   t.match(hung.undetermined, /did not answer within 50 ms/, 'a hung engine does not hold start-up')
 })
+
+t.test('dockerOptions: sockets, TCP with TLS as the docker CLI decides it, SSH', async (t) => {
+  const { dockerOptions } = await import('../../src/docker/docker-container-client.js')
+  t.strictSame(dockerOptions(undefined, {}), { socketPath: '/var/run/docker.sock' })
+  t.strictSame(dockerOptions('unix:///run/d.sock', {}), { socketPath: '/run/d.sock' })
+  t.strictSame(dockerOptions('tcp://10.0.0.5:2375', {}), { host: '10.0.0.5', port: 2375, protocol: 'http' })
+  t.match(dockerOptions('tcp://10.0.0.5:2375', { DOCKER_TLS_VERIFY: '1' }), { protocol: 'https' }, 'DOCKER_TLS_VERIFY=1')
+  t.match(dockerOptions('tcp://10.0.0.5:2376', {}), { protocol: 'https' }, 'port 2376')
+  t.match(dockerOptions('ssh://me@gpu-box', {}), { protocol: 'ssh', host: 'gpu-box', port: 22, username: 'me' })
+  t.throws(() => dockerOptions('foo', {}), /must be unix:\/\/\/path/)
+})
