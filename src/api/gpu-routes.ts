@@ -7,6 +7,7 @@ import { UNIT } from '../scheduler/units.js'
 export function gpuRoutes(app: FastifyInstance, gpus: readonly GpuDevice[], scheduler: Scheduler): void {
   app.get('/gpus', async () => {
     const leases = scheduler.leases()
+    const used = scheduler.usage().gpus
     return {
       gpus: gpus.map((g) => {
         const allocations = leases.flatMap((l) =>
@@ -18,7 +19,8 @@ export function gpuRoutes(app: FastifyInstance, gpus: readonly GpuDevice[], sche
           name: g.name,
           memory_total_mib: g.memoryTotalMiB ?? null,
           mig_mode: g.migMode ?? null,
-          allocated: allocations.reduce((sum, a) => sum + a.share, 0),
+          // Summed in integer units, then divided: three 0.1 shares are 0.3, not 0.30000000000000004.
+          allocated: (used.get(g.index) ?? 0) / UNIT,
           allocations,
         }
       }),

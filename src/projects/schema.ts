@@ -40,7 +40,7 @@ export const ProjectEntrySchema = z
       .default('plain'),
     // The original passes booleans as values unless `boolean` is "optional".
     boolean: z.string().optional(),
-    capacity: numeric('capacity').refine((c) => c > 0 && c <= 1, 'capacity must be in (0, 1], e.g. 0.5'),
+    capacity: numeric('capacity').refine((c) => c >= 0 && c <= 1, 'capacity must be in [0, 1], e.g. 0.5'),
     results: z.string({ error: 'results is required: the folder experiments write into' }).min(1, 'results must not be empty'),
     cwd: z.string().min(1).optional(),
     gpu_capacity: numeric('gpu_capacity')
@@ -64,6 +64,9 @@ export const ProjectEntrySchema = z
     user: z.string().min(1).optional(),
   })
   .superRefine((p, ctx) => {
+    if (p.capacity === 0 && p.gpu_capacity === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['capacity'], message: 'capacity 0 (no limit from the machine) needs gpu_capacity to limit it instead' })
+    }
     if (!p.image && p.command === undefined) {
       ctx.addIssue({ code: 'custom', path: ['command'], message: 'command is required for a local project (or set image to run it in a container)' })
     }

@@ -515,7 +515,7 @@ function recordFromLabels(c: ContainerSummary): ExperimentRecord | undefined {
   const cpuUnits = Number(l[LABELS.cpuUnits])
   const gpus = parseGpusLabel(l[LABELS.gpus] ?? '')
   if (!isObjectId(id) || !resultsDir || !path.isAbsolute(resultsDir) || path.basename(resultsDir) !== id) return undefined
-  if (!Number.isInteger(cpuUnits) || cpuUnits <= 0 || !gpus) return undefined
+  if (!Number.isInteger(cpuUnits) || cpuUnits < 0 || !gpus || (cpuUnits === 0 && gpus.length === 0)) return undefined
   const projectId = l[LABELS.project] ?? ''
   const timeoutS = Number(l[LABELS.timeout])
   return {

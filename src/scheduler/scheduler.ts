@@ -51,10 +51,12 @@ export class Scheduler {
   /** How many more experiments of this project could start now. */
   capacity(project: Pick<Project, 'capacity' | 'gpu_capacity'>): number {
     const d = demandOf(project)
-    let n = Math.floor((UNIT - this.#cpuUsed) / d.cpuUnits)
+    // capacity 0 asks nothing of the machine (only GPU projects may: schema.ts). An
+    // adopted lease may over-commit a GPU or the machine: what is over counts as full.
+    let n = d.cpuUnits === 0 ? Infinity : Math.floor(Math.max(0, UNIT - this.#cpuUsed) / d.cpuUnits)
     if (d.gpuUnits !== undefined) {
       let g = 0
-      for (const used of this.#gpuUsed.values()) g += Math.floor((UNIT - used) / d.gpuUnits)
+      for (const used of this.#gpuUsed.values()) g += Math.floor(Math.max(0, UNIT - used) / d.gpuUnits)
       n = Math.min(n, g)
     } else if (d.wholeGpus !== undefined) {
       n = Math.min(n, Math.floor(this.#freeWholeGpus().length / d.wholeGpus))

@@ -4,6 +4,7 @@
  */
 export const UNIT = 1_000_000
 
+/** A fraction in units: 0 is nothing; any other fraction, however small, at least one unit. */
 export function toUnits(fraction: number): number {
-  return Math.max(1, Math.round(fraction * UNIT))
+  return fraction === 0 ? 0 : Math.max(1, Math.round(fraction * UNIT))
 }

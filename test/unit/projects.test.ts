@@ -55,16 +55,18 @@ t.test('parseProjects', async (t) => {
   t.test('a bad entry is reported and left out; the good ones are kept', async (t) => {
     const { projects, problems } = parseProjects({ [P1]: { ...local, capacity: 2 }, [P2]: local }, BASE)
     t.strictSame([...projects.keys()], [P2])
-    t.strictSame(problems, [{ projectId: P1, field: 'capacity', message: 'capacity must be in (0, 1], e.g. 0.5' }])
+    t.strictSame(problems, [{ projectId: P1, field: 'capacity', message: 'capacity must be in [0, 1], e.g. 0.5' }])
   })
 
   t.test('capacity out of range', async (t) => {
-    for (const capacity of [0, -0.5, 1.01, 2, '1.5']) {
-      t.strictSame(problemsOf({ ...local, capacity }), [{ projectId: P1, field: 'capacity', message: 'capacity must be in (0, 1], e.g. 0.5' }], `capacity ${capacity}`)
+    for (const capacity of [-0.5, 1.01, 2, '1.5']) {
+      t.strictSame(problemsOf({ ...local, capacity }), [{ projectId: P1, field: 'capacity', message: 'capacity must be in [0, 1], e.g. 0.5' }], `capacity ${capacity}`)
     }
     t.strictSame(problemsOf({ ...local, capacity: 'half' }).map((p) => p.field), ['capacity'], 'a word is not a number')
     t.strictSame(problemsOf({ ...local, capacity: undefined }).map((p) => p.field), ['capacity'], 'capacity is required')
     t.strictSame(problemsOf({ ...local, capacity: 1 }), [], '1 is the whole machine')
+    t.strictSame(problemsOf({ ...local, capacity: 0 }), [{ projectId: P1, field: 'capacity', message: 'capacity 0 (no limit from the machine) needs gpu_capacity to limit it instead' }], '0 without GPUs would be unlimited')
+    t.strictSame(problemsOf({ ...local, capacity: '0', gpu_capacity: 0.5, gpu_command: '--gpu' }), [], '0 with gpu_capacity: the GPUs limit it (the seed\'s inclusive range)')
   })
 
   t.test('gpu_capacity: a fraction or whole GPUs', async (t) => {

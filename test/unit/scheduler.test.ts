@@ -168,6 +168,25 @@ t.test('adopt records a running lease, even over capacity', async (t) => {
   t.equal(s.capacity(p), 1, 'released adopted leases give their capacity back')
 })
 
+t.test('an over-committed GPU counts as full, not as less than nothing for the others', async (t) => {
+  const s = new Scheduler([0, 1])
+  const half = project(0.01, 0.5)
+  s.adopt({ experimentId: 'a', projectId: 'proj', cpuUnits: 10_000, gpus: [{ index: 0, units: 1_000_000 }] })
+  s.adopt({ experimentId: 'b', projectId: 'proj', cpuUnits: 10_000, gpus: [{ index: 0, units: 500_000 }] })
+  t.equal(s.capacity(half), 2, 'GPU 0 is over by half; GPU 1 still takes two')
+  t.same(fill(s, half).length, 2)
+})
+
+t.test('capacity 0 asks nothing of the machine: the GPUs alone limit it', async (t) => {
+  const s = new Scheduler([0, 1])
+  s.reserve('whole', { id: 'cpu', capacity: 1 })
+  const gpuOnly = project(0, 0.25)
+  t.equal(s.capacity(gpuOnly), 8, 'a full machine, eight quarter-GPU slots')
+  t.equal(fill(s, gpuOnly).length, 8)
+  t.equal(s.capacity(gpuOnly), 0)
+  t.equal(s.usage().cpuUnits, 1_000_000, 'and they hold none of the machine')
+})
+
 t.test('a lease naming a GPU this machine does not hand out never makes that GPU schedulable', async (t) => {
   const s = new Scheduler([0])
   s.adopt({ experimentId: 'x', projectId: 'p', cpuUnits: 1, gpus: [{ index: 3, units: 500_000 }] })
