@@ -137,16 +137,20 @@ export class DockerContainerClient implements ContainerClient {
     let fail: (err: Error) => void = () => {}
     const watchdog = new Promise<never>((_, reject) => (fail = reject))
     watchdog.catch(() => undefined)
+    // Abort the request to Docker even before it answered, so no connection is left waiting
+    // (Docker 20.10 still keeps its own to a silent registry until its own time-out).
+    const cancel = new AbortController()
     const arm = () => {
       clearTimeout(timer)
       timer = setTimeout(() => {
+        cancel.abort()
         ;(stream as unknown as { destroy?: () => void } | undefined)?.destroy?.()
         fail(stalled())
       }, this.pullStallMs)
     }
     arm()
     try {
-      const opened = this.docker.pull(image).then(
+      const opened = this.docker.pull(image, { abortSignal: cancel.signal }).then(
         (s: NodeJS.ReadableStream) => s,
         (err: unknown) => {
           throw dockerError(`cannot pull image ${image}`, err)

@@ -10,7 +10,7 @@ import {
 import { backoffDelay, realSleep } from '../util/retry.js'
 import { LABELS, gpusLabel } from '../docker/labels.js'
 import { pumpText } from './pump.js'
-import type { ExitInfo, LaunchSpec, RunHandle, Runtime } from './runtime.js'
+import { KilledBeforeStartError, type ExitInfo, type LaunchSpec, type RunHandle, type Runtime } from './runtime.js'
 
 /** Maps a path FGMachine sees to the path the Docker host sees (identity unless FGMachine runs in a container). */
 export type HostPathMapper = (localPath: string) => string
@@ -79,12 +79,15 @@ export class DockerRuntime implements Runtime {
     const image = spec.project.image!
     const log = this.log.child({ experimentId: spec.experimentId })
     let lastStatus = ''
-    await this.docker.ensureImage(image, (p) => {
+    const pulled = this.docker.ensureImage(image, (p) => {
       const line = `${p.status}${p.id ? ' ' + p.id : ''}`
       log.info({ image, status: p.status, layer: p.id, progress: p.progress }, 'pulling image')
       if (p.status !== lastStatus && !p.progress) spec.status(`[fgmachine] ${image}: ${line}\n`)
       lastStatus = p.status
     })
+    await untilKilled(pulled, spec.killed)
+    // Killed while the image was pulled: no container at all.
+    if (spec.killed.aborted) throw new KilledBeforeStartError()
     const cs = this.containerSpec(spec)
     const id = await this.docker.create(cs)
     let disposed = false
@@ -241,4 +244,22 @@ export class DockerRuntime implements Runtime {
       }
     }
   }
+}
+
+/**
+ * Wait for `work` unless `killed` aborts first (KilledBeforeStartError). The
+ * work goes on (a pull other starts may share); its outcome is then ignored.
+ */
+function untilKilled<T>(work: Promise<T>, killed: AbortSignal): Promise<T> {
+  if (killed.aborted) {
+    work.catch(() => undefined)
+    return Promise.reject(new KilledBeforeStartError())
+  }
+  let onAbort: (() => void) | undefined
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(new KilledBeforeStartError())
+    killed.addEventListener('abort', onAbort, { once: true })
+  })
+  work.catch(() => undefined)
+  return Promise.race([work, aborted]).finally(() => killed.removeEventListener('abort', onAbort!))
 }

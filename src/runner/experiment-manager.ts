@@ -11,7 +11,7 @@ import type { DockerRuntime } from './docker-runtime.js'
 import { BadRequestError, ConflictError, NoCapacityError } from './errors.js'
 import { killLeftover } from './process-runtime.js'
 import type { ExperimentRecord, Journal } from './journal.js'
-import type { ExitInfo, LaunchSpec, RunHandle, Runtime } from './runtime.js'
+import { KilledBeforeStartError, type ExitInfo, type LaunchSpec, type RunHandle, type Runtime } from './runtime.js'
 import type { ContainerDetails, ContainerSummary } from '../docker/container-client.js'
 import { LABELS, parseGpusLabel } from '../docker/labels.js'
 import { realSleep } from '../util/retry.js'
@@ -24,6 +24,8 @@ export interface Experiment {
   record: ExperimentRecord
   state: ExperimentState
   killed: boolean
+  /** Aborted by kill(): a start still pulling its image gives up. */
+  kill: AbortController
   handle?: RunHandle
 }
 
@@ -44,6 +46,8 @@ export interface ExperimentManagerDeps {
 
 /** The longest delay setTimeout takes (2^31 - 1 ms). */
 const MAX_TIMER_MS = 2 ** 31 - 1
+/** After a timed-out experiment's stop failed, the next try comes this long after its grace period. */
+const STOP_RETRY_MS = 5_000
 
 /** Why the run stopped being watched: it ended, or FGMachine is shutting down and leaves it running. */
 type Outcome = { exit: ExitInfo } | { detached: true }
@@ -128,6 +132,7 @@ export class ExperimentManager {
       this.#publish(id, 'stderr', '[fgmachine] experiment killed\n')
       // A restart must not report a killed experiment as a success.
       this.#save(exp, { killed: true })
+      exp.kill.abort()
     }
     // Again after a stop that failed (Docker unreachable): the state went back to running.
     this.#stop(exp, this.deps.killGraceMs)
@@ -234,7 +239,7 @@ export class ExperimentManager {
   }
 
   #add(record: ExperimentRecord): Experiment {
-    const exp: Experiment = { id: record.id, projectId: record.projectId, record, state: record.phase === 'launched' ? 'running' : 'starting', killed: false }
+    const exp: Experiment = { id: record.id, projectId: record.projectId, record, state: record.phase === 'launched' ? 'running' : 'starting', killed: false, kill: new AbortController() }
     this.#experiments.set(record.id, exp)
     return exp
   }
@@ -304,6 +309,7 @@ export class ExperimentManager {
         log.debug({ stream, text }, 'output')
       },
       status: (text) => this.#publish(exp.id, 'stdout', text),
+      killed: exp.kill.signal,
     }
   }
 
@@ -332,9 +338,14 @@ export class ExperimentManager {
       outcome = await this.#supervise(exp, handle, log)
     } catch (err) {
       const reason = (err as Error).message
-      log.error({ reason }, 'experiment failed to start')
-      this.#publish(id, 'stderr', `[fgmachine] failed to start: ${reason}\n`)
-      outcome = { exit: { exitCode: null, error: `failed to start: ${reason}` } }
+      if (err instanceof KilledBeforeStartError) {
+        log.info('experiment killed before its container was made')
+        outcome = { exit: { exitCode: null, error: reason } }
+      } else {
+        log.error({ reason }, 'experiment failed to start')
+        this.#publish(id, 'stderr', `[fgmachine] failed to start: ${reason}\n`)
+        outcome = { exit: { exitCode: null, error: `failed to start: ${reason}` } }
+      }
     }
     if ('detached' in outcome) {
       await collector.stop()
@@ -359,6 +370,10 @@ export class ExperimentManager {
           log.warn({ timeoutS: limitS }, 'experiment timed out: stopping it')
           this.#publish(exp.id, 'stderr', `[fgmachine] timed out after ${limitS} s: stopping\n`)
           this.#stop(exp, this.deps.killGraceMs)
+          // A stop that failed (Docker unreachable) put it back to running: try again until it ends.
+          timer = setInterval(() => {
+            if (exp.state === 'running') this.#stop(exp, this.deps.killGraceMs)
+          }, this.deps.killGraceMs + STOP_RETRY_MS)
         }, Math.min(MAX_TIMER_MS, Math.max(0, deadline - this.#now())))
       }
       arm()

@@ -18,6 +18,16 @@ export interface LaunchSpec {
   output: (stream: Stream, text: string) => void
   /** Progress worth showing the user before the program runs (image pulls). */
   status: (text: string) => void
+  /** Aborted when the experiment is killed: a launch still pulling its image stops waiting and makes no container. */
+  killed: AbortSignal
+}
+
+/** The launch was given up because the experiment was killed first. */
+export class KilledBeforeStartError extends Error {
+  override readonly name = 'KilledBeforeStartError'
+  constructor() {
+    super('killed before it started')
+  }
 }
 
 export interface ExitInfo {

@@ -81,6 +81,29 @@ t.test('timeout: stopped, then killed after the grace period, reported fail with
   t.match(stderr, /timed out after 1 s/)
 })
 
+t.test('timeout: a stop that fails (Docker unreachable for a moment) is tried again until the experiment ends', async (t) => {
+  const { DockerContainerClient } = await import('../../src/docker/docker-container-client.js')
+  let stops = 0
+  class FlakyStop extends DockerContainerClient {
+    override async stop(id: string, graceS: number): Promise<void> {
+      if (++stops === 1) throw new Error('connect ECONNREFUSED /var/run/docker.sock')
+      return super.stop(id, graceS)
+    }
+  }
+  const h = await startHarness({
+    config: { killGraceMs: 200 },
+    machine: { containerClient: new FlakyStop(undefined) },
+    projects: (r) => ({ p: { image, command: 'sh', args: ['-c', 'sleep 60'], capacity: 1, timeout: 1, results: r } }),
+  })
+  t.teardown(() => h.close())
+  const id = objectId()
+  await h.submit('p', { _id: id })
+  await h.fglab.waitFinished([id], 40_000)
+  t.ok(h.logs.find('failed to stop experiment; kill it again to retry'), 'the first stop failed')
+  t.equal(stops, 2, 'and the second ended it')
+  t.match(h.fglab.experiment(id).fields.FGMachine, { timed_out: true, error: 'timed out after 1 s' })
+})
+
 t.test('stray containers of this machine are removed after the grace period; others are never touched', async (t) => {
   const h = await startHarness()
   const machineId = h.machine.registration.machineId!

@@ -1,5 +1,5 @@
 import { createServer, type Socket } from 'node:net'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { startHarness } from '../helpers/harness.js'
 import { objectId } from '../helpers/ids.js'
 import { dockerAvailable, ensureBusyboxImage } from '../helpers/images.js'
@@ -7,8 +7,8 @@ import { dockerAvailable, ensureBusyboxImage } from '../helpers/images.js'
 if (!dockerAvailable()) throw new Error('integration tests need a Docker engine: run them through `bash .ci/run`, or start dockerd')
 const image = ensureBusyboxImage()
 
-t.test('a pull that makes no progress is cancelled; it fails only the experiments that needed it, with the reason', async (t) => {
-  // A registry that accepts connections and never answers (Docker trusts localhost registries over plain HTTP).
+/** A registry that accepts connections and never answers (Docker trusts localhost registries over plain HTTP). */
+async function hungRegistry(t: Test): Promise<{ image: string; sockets: Set<Socket> }> {
   const sockets = new Set<Socket>()
   const registry = createServer((s) => {
     sockets.add(s)
@@ -20,7 +20,11 @@ t.test('a pull that makes no progress is cancelled; it fails only the experiment
     registry.close()
   })
   const port = (registry.address() as { port: number }).port
-  const hung = `127.0.0.1:${port}/fgmachine-test/hangs:1`
+  return { image: `127.0.0.1:${port}/fgmachine-test/hangs:1`, sockets }
+}
+
+t.test('a pull that makes no progress is cancelled; it fails only the experiments that needed it, with the reason', async (t) => {
+  const { image: hung, sockets } = await hungRegistry(t)
   const h = await startHarness({
     config: { pullStallMs: 2000 },
     projects: (r) => ({
@@ -45,4 +49,28 @@ t.test('a pull that makes no progress is cancelled; it fails only the experiment
   t.ok(sockets.size >= 1, 'Docker did try the registry')
   await h.machine.experiments.idle()
   t.equal((await h.capacity('hung')).body.capacity, 4, 'their capacity is released')
+})
+
+t.test('kill while the image is still being pulled: no container is made, nothing is reported started, it ends fail', async (t) => {
+  const { image: hung, sockets } = await hungRegistry(t)
+  const h = await startHarness({
+    config: { pullStallMs: 600_000 },
+    projects: (r) => ({ hung: { image: hung, command: 'true', capacity: 0.5, results: r } }),
+  })
+  t.teardown(() => h.close())
+  const id = objectId()
+  t.equal((await h.submit('hung', { _id: id })).status, 200)
+  await h.fglab.waitFor(() => sockets.size >= 1, 20_000, 'the pull reaching the registry')
+  const res = await fetch(`${h.url}/experiments/${id}/kill`, { method: 'POST' })
+  t.same(await res.json(), { status: 'killed' })
+  // Long before the pull's own ten-minute stall limit.
+  await h.fglab.waitFinished([id], 30_000)
+  const e = h.fglab.experiment(id)
+  t.equal(e.fields._status, 'fail')
+  t.match(e.fields.FGMachine, { killed: true, error: 'killed before it started' })
+  t.equal(e.started, 0, 'never reported started')
+  const { execFileSync } = await import('node:child_process')
+  t.equal(execFileSync('docker', ['ps', '-aq', '--filter', `label=fgmachine.experiment=${id}`], { encoding: 'utf8' }).trim(), '', 'no container')
+  await h.machine.experiments.idle()
+  t.equal((await h.capacity('hung')).body.capacity, 2, 'its capacity is released')
 })
