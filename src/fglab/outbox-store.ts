@@ -1,7 +1,8 @@
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { rm } from 'node:fs/promises'
 import path from 'node:path'
 import type { Logger } from 'pino'
+import { writeFileDurably } from '../util/durable.js'
 import { isObjectId } from '../util/ids.js'
 import type { OutboxEntry } from './outbox.js'
 
@@ -28,8 +29,7 @@ export class OutboxStore {
     const dir = path.join(this.dir, experimentId)
     mkdirSync(dir, { recursive: true })
     const file = path.join(dir, `${String(seq).padStart(12, '0')}.json`)
-    writeFileSync(`${file}.tmp`, JSON.stringify(entry))
-    renameSync(`${file}.tmp`, file)
+    writeFileDurably(file, JSON.stringify(entry))
   }
 
   async remove(experimentId: string, seq: number): Promise<void> {

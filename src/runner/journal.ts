@@ -1,7 +1,8 @@
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs'
 import path from 'node:path'
 import type { Logger } from 'pino'
 import type { Lease } from '../scheduler/scheduler.js'
+import { writeFileDurably } from '../util/durable.js'
 import { isObjectId } from '../util/ids.js'
 import type { ExitInfo } from './runtime.js'
 
@@ -49,8 +50,7 @@ export class Journal {
   write(record: ExperimentRecord): void {
     mkdirSync(this.dir, { recursive: true })
     const file = path.join(this.dir, `${record.id}.json`)
-    writeFileSync(`${file}.tmp`, JSON.stringify(record))
-    renameSync(`${file}.tmp`, file)
+    writeFileDurably(file, JSON.stringify(record))
   }
 
   remove(id: string): void {
