@@ -19,7 +19,7 @@ t.test('docker-compose.yml (and the GPU override) is valid and wires FGLab, Mong
   t.match(config, /mongo:\n(?:.*\n)*?\s+image: mongo:3\.6/)
   t.match(config, /fglab:\n(?:.*\n)*?\s+image: kaixhin\/fglab/)
   t.match(config, /MONGODB_URI: mongodb:\/\/mongo:27017\/FGLab/)
-  t.match(config, /network_mode: service:fgmachine/, 'FGLab shares the machine\'s network: one address for server and browser')
+  t.match(config, /network_mode: service:fglab/, 'the machine shares FGLab\'s network: one address for server and browser, and FGMachine may restart alone')
   t.match(config, /- \/var\/run\/docker\.sock:\/var\/run\/docker\.sock:rw/)
   t.match(config, /- fgmachine-data:\/data:rw/, 'results on a named volume, shareable with siblings')
   t.match(config, /examples\/template\.json:\/etc\/fgmachine\/template\.json:ro/)
