@@ -81,7 +81,9 @@ export class DockerRuntime implements Runtime {
     let lastStatus = ''
     const pulled = this.docker.ensureImage(image, (p) => {
       const line = `${p.status}${p.id ? ' ' + p.id : ''}`
-      log.info({ image, status: p.status, layer: p.id, progress: p.progress }, 'pulling image')
+      // Progress ticks come by the thousand: the log gets each new status, the ticks at debug.
+      if (p.progress) log.debug({ image, status: p.status, layer: p.id, progress: p.progress }, 'pulling image')
+      else log.info({ image, status: p.status, layer: p.id }, 'pulling image')
       if (p.status !== lastStatus && !p.progress) spec.status(`[fgmachine] ${image}: ${line}\n`)
       lastStatus = p.status
     })

@@ -15,7 +15,7 @@ export class ProcessRuntime implements Runtime {
     if (!command) throw new Error('a local project needs a command')
     const child = spawn(command, spec.argv, {
       cwd: spec.project.workDir,
-      env: { ...process.env, ...spec.env },
+      env: { ...inheritedEnv(), ...spec.env },
       stdio: ['ignore', 'pipe', 'pipe'],
       // Its own process group, so that stop() reaches the children it spawns too.
       detached: true,
@@ -93,3 +93,10 @@ function processStartMs(pid: number): number | undefined {
 
 /** USER_HZ: 100 on every Linux architecture Node runs on. */
 const CLOCK_TICKS = 100
+
+/** FGMachine's environment, as the original passes it on, less its own secret. */
+function inheritedEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env }
+  delete env.FGMACHINE_TOKEN
+  return env
+}

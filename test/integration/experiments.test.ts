@@ -155,7 +155,14 @@ t.test('container settings: env, FGLAB_* variables, working directory, shm_size,
 })
 
 t.test('local process mode runs the command as the original does', async (t) => {
-  const script = 'echo "args: $*"; echo err >&2; printf \'{"_scores": {"x": 1}}\' > "$FGLAB_RESULTS_DIR/s.json"; pwd > "$FGLAB_RESULTS_DIR/pwd.txt"'
+  const script = 'echo "args: $*"; echo err >&2; printf \'{"_scores": {"x": 1}}\' > "$FGLAB_RESULTS_DIR/s.json"; pwd > "$FGLAB_RESULTS_DIR/pwd.txt"; echo "[$FGMACHINE_TOKEN|$FGM_INHERITED]" > "$FGLAB_RESULTS_DIR/env.txt"'
+  // The environment is passed on as the original does, less FGMachine's own secret.
+  process.env.FGMACHINE_TOKEN = 'not-for-experiments'
+  process.env.FGM_INHERITED = 'yes'
+  t.teardown(() => {
+    delete process.env.FGMACHINE_TOKEN
+    delete process.env.FGM_INHERITED
+  })
   const h = await startHarness({
     projects: (r) => ({ p: { command: 'sh', args: ['-c', script, 'exp'], options: 'single-dash', capacity: 1, results: r, cwd: '/tmp' } }),
   })
@@ -167,6 +174,7 @@ t.test('local process mode runs the command as the original does', async (t) => 
   t.equal(e.fields._status, 'success')
   t.same(e.fields._scores, { x: 1 })
   t.equal(e.files.get('pwd.txt')?.data.toString(), '/tmp\n')
+  t.equal(e.files.get('env.txt')?.data.toString(), '[|yes]\n', 'FGMachine\'s environment, without FGMACHINE_TOKEN')
   const out = h.machine.logHub.backlog(id)
   t.match(out.filter((c) => c.stream === 'stdout').map((c) => c.text).join(''), `args: -seed 1 -_id ${id}`)
   t.match(out.filter((c) => c.stream === 'stderr').map((c) => c.text).join(''), 'err')

@@ -18,6 +18,16 @@ const container = { image: 'busybox:1.36', capacity: 0.25, results: '/data/resul
 /** Parse one entry; the problems for it. */
 const problemsOf = (entry: unknown) => parseProjects({ [P1]: entry }, BASE).problems
 
+t.test('projects.example.json is valid: a container project and a local one whose program is in this repo', async (t) => {
+  const root = path.resolve(import.meta.dirname, '../..')
+  const { projects, problems } = parseProjects(JSON.parse(readFileSync(path.join(root, 'projects.example.json'), 'utf8')), root)
+  t.strictSame(problems, [])
+  const all = [...projects.values()]
+  t.equal(all.filter((p) => p.image).length, 1, 'one container project')
+  const local = all.find((p) => !p.image)!
+  t.ok(existsSync(path.join(local.workDir!, local.args[0]!)), `${local.args[0]} is in ${local.workDir}`)
+})
+
 t.test('parseProjects', async (t) => {
   t.test('a good local project, with defaults and resolved paths', async (t) => {
     const { projects, problems } = parseProjects({ [P1]: { command: 'node', capacity: 1, results: 'out', cwd: 'code' } }, BASE)
