@@ -1,6 +1,6 @@
 import pino from 'pino'
 import { ConfigError, loadConfig, loadDotEnv } from './config.js'
-import { createMachine } from './machine.js'
+import { createMachine, type Machine } from './machine.js'
 
 /** The process: configuration, logger, listen, signals. */
 async function main(): Promise<void> {
@@ -23,13 +23,7 @@ async function main(): Promise<void> {
     ...(process.stdout.isTTY ? { transport: { target: 'pino-pretty' } } : {}),
   })
   if (envFile) log.info({ envFile }, 'read .env')
-  let machine
-  try {
-    machine = await createMachine(config, { log })
-  } catch (err) {
-    return configError(err)
-  }
-
+  let machine: Machine | undefined
   let closing = false
   const shutdown = (signal: string) => {
     if (closing) return
@@ -41,6 +35,8 @@ async function main(): Promise<void> {
       process.exit(1)
     }, 8000)
     deadline.unref()
+    // Signalled while still starting (GPU discovery, say): nothing runs yet to look after.
+    if (!machine) process.exit(0)
     machine.close().then(
       () => process.exit(0),
       (err: unknown) => {
@@ -49,8 +45,15 @@ async function main(): Promise<void> {
       },
     )
   }
+  // First of all: as a container's PID 1, a signal without a handler is ignored until Docker's SIGKILL.
   process.once('SIGTERM', () => shutdown('SIGTERM'))
   process.once('SIGINT', () => shutdown('SIGINT'))
+
+  try {
+    machine = await createMachine(config, { log })
+  } catch (err) {
+    return configError(err)
+  }
 
   try {
     await machine.listen()

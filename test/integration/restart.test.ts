@@ -218,3 +218,22 @@ t.test('labels are the truth: with its journal lost, a running container is take
   t.equal(e.fields._notes, 'ended 7')
   t.equal(s.containerState(id), '', 'removed once reported')
 })
+
+t.test('docker stop while FGMachine is still starting (a hung nvidia-smi) ends it at once and cleanly', async (t) => {
+  const { dir, opts } = await setup(t, 1)
+  // A stand-in nvidia-smi that says it was asked, then hangs: discovery waits up to 10 s for it.
+  const bin = path.join(dir, 'bin')
+  const asked = path.join(dir, 'asked')
+  const { mkdirSync, chmodSync } = await import('node:fs')
+  mkdirSync(bin)
+  writeFileSync(path.join(bin, 'nvidia-smi'), `#!/bin/sh\ntouch '${asked}'\nexec sleep 600\n`)
+  chmodSync(path.join(bin, 'nvidia-smi'), 0o755)
+  const m = await spawnMachine({ ...opts, noWait: true, env: { PATH: `${bin}:${process.env.PATH}`, FGMACHINE_GPUS: '' } })
+  t.teardown(() => m.crash())
+  const { setTimeout: delay } = await import('node:timers/promises')
+  for (let i = 0; i < 300 && !existsSync(asked); i++) await delay(50)
+  t.ok(existsSync(asked), 'FGMachine is in GPU discovery')
+  t.equal(await m.stop(), 0, 'SIGTERM ends it with 0')
+  t.notOk(m.lines.some((l) => /GPU discovery failed/.test(String(l.msg))), 'before discovery gave up: the signal was not left waiting')
+  t.ok(m.lines.some((l) => l.signal === 'SIGTERM'), 'and it said why it stopped')
+})
