@@ -61,6 +61,8 @@ type Outcome = { exit: ExitInfo } | { detached: true }
  */
 export class ExperimentManager {
   #experiments = new Map<string, Experiment>()
+  /** Reported experiments whose container is still to be removed: experiment id → container id. */
+  #leftContainers = new Map<string, string>()
   #done = new Set<Promise<void>>()
   #shutdown = new AbortController()
   /** Experiments finished while reconcile() runs: its list of containers may still show them. */
@@ -180,6 +182,11 @@ export class ExperimentManager {
     const records = this.deps.journal.loadAll()
     for (const record of records) {
       if (this.#experiments.has(record.id)) continue
+      if (record.phase === 'done') {
+        if (record.containerId) this.#leftContainers.set(record.id, record.containerId)
+        else this.deps.journal.remove(record.id)
+        continue
+      }
       const holds = record.runtime === 'docker' && (record.phase === 'accepted' || record.phase === 'launched')
       if (holds) this.deps.scheduler.adopt(record.lease)
       const exp = this.#add(record)
@@ -213,6 +220,8 @@ export class ExperimentManager {
     for (let attempt = 0; !this.#shutdown.signal.aborted; attempt++) {
       let containers: ContainerSummary[]
       try {
+        // First, so that the list below no longer holds them.
+        await this.#removeLeftContainers(docker)
         containers = await docker.listOurs(machineId)
       } catch (err) {
         if (attempt === 0) this.deps.log.warn({ err: (err as Error).message }, 'cannot list containers yet; will try again')
@@ -221,7 +230,7 @@ export class ExperimentManager {
       }
       for (const c of containers) {
         const id = c.labels[LABELS.experiment]
-        if (id && (this.#experiments.has(id) || this.#finishedWhileReconciling?.has(id))) continue
+        if (id && (this.#experiments.has(id) || this.#leftContainers.has(id) || this.#finishedWhileReconciling?.has(id))) continue
         const record = recordFromLabels(c)
         if (record) {
           this.deps.log.warn({ experimentId: record.id, containerId: c.id.slice(0, 12) }, 'taking up a container of this machine from its labels (no journal record)')
@@ -235,6 +244,21 @@ export class ExperimentManager {
         }
       }
       return
+    }
+  }
+
+  /** Containers of fully reported experiments whose removal failed: removed here, never taken up again. */
+  async #removeLeftContainers(docker: DockerRuntime): Promise<void> {
+    for (const [id, containerId] of this.#leftContainers) {
+      try {
+        await docker.remove(containerId)
+      } catch (err) {
+        this.deps.log.warn({ experimentId: id, err: (err as Error).message }, 'still cannot remove the container of a reported experiment; will try again')
+        continue
+      }
+      this.#leftContainers.delete(id)
+      this.deps.journal.remove(id)
+      this.deps.log.info({ experimentId: id, containerId: containerId.slice(0, 12) }, 'removed the container of a reported experiment')
     }
   }
 
@@ -421,7 +445,10 @@ export class ExperimentManager {
         await realSleep(2000, this.#shutdown.signal).catch(() => undefined)
       }
     }
-    if (found) exp.handle = docker.handleFor(found.id)
+    if (found) {
+      exp.handle = docker.handleFor(found.id)
+      exp.record.containerId = found.id
+    }
     if (!exit) {
       if (!found) {
         exit = {
@@ -481,7 +508,8 @@ export class ExperimentManager {
     try {
       await exp.handle?.dispose()
     } catch (err) {
-      log.warn({ err: (err as Error).message }, 'could not remove the container')
+      log.warn({ err: (err as Error).message }, 'could not remove the container; it is removed later')
+      this.#save(exp, { containerLeft: true })
     }
     await collector.finalSweep()
     this.deps.outbox.enqueue(id, { kind: 'update', fields: { _status: success ? 'success' : 'fail', FGMachine: summary } })
@@ -503,7 +531,14 @@ export class ExperimentManager {
     } else if (!exp.record.keepResults) {
       await collector.cleanup()
     }
-    this.deps.journal.remove(exp.id)
+    const left = exp.record.containerLeft && exp.record.containerId
+    if (left) {
+      // Its labels must not make it an experiment to take up again: remembered until removed.
+      this.#save(exp, { phase: 'done' })
+      this.#leftContainers.set(exp.id, left)
+    } else {
+      this.deps.journal.remove(exp.id)
+    }
     this.deps.logHub.end(exp.id)
     this.#finishedWhileReconciling?.add(exp.id)
     this.#experiments.delete(exp.id)

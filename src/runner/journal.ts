@@ -12,8 +12,10 @@ import type { ExitInfo } from './runtime.js'
  * - launched: running (a container, or a local process)
  * - exited: ended, `exit` says how; reports not yet queued
  * - reporting: the status and `finished` are in the outbox; the results folder goes once it is empty
+ * - done: fully reported, but its container could not be removed: kept so that the
+ *   container is removed later, not taken up again from its labels and reported twice
  */
-export type Phase = 'accepted' | 'launched' | 'exited' | 'reporting'
+export type Phase = 'accepted' | 'launched' | 'exited' | 'reporting' | 'done'
 
 export interface ExperimentRecord {
   id: string
@@ -33,6 +35,8 @@ export interface ExperimentRecord {
   launchedMs?: number
   killed?: boolean
   exit?: ExitInfo
+  /** Removing its container failed once it ended (Docker away for a moment). */
+  containerLeft?: boolean
 }
 
 /**

@@ -104,6 +104,39 @@ t.test('timeout: a stop that fails (Docker unreachable for a moment) is tried ag
   t.match(h.fglab.experiment(id).fields.FGMachine, { timed_out: true, error: 'timed out after 1 s' })
 })
 
+t.test('a container whose removal failed is removed later, and never taken up again from its labels', async (t) => {
+  const { DockerContainerClient } = await import('../../src/docker/docker-container-client.js')
+  let removes = 0
+  class FlakyRemove extends DockerContainerClient {
+    override async remove(id: string): Promise<void> {
+      if (++removes === 1) throw new Error('connect ECONNREFUSED /var/run/docker.sock')
+      return super.remove(id)
+    }
+  }
+  const h = await startHarness({
+    config: { killGraceMs: 200 },
+    machine: { containerClient: new FlakyRemove(undefined) },
+    projects: (r) => ({ p: { image, command: 'sh', args: ['-c', 'sleep 60'], capacity: 1, results: r } }),
+  })
+  t.teardown(() => h.close())
+  const id = objectId()
+  await h.submit('p', { _id: id })
+  await h.fglab.waitFor(() => h.fglab.experiment(id).started === 1, 20_000, 'started')
+  await fetch(`${h.url}/experiments/${id}/kill`, { method: 'POST' })
+  await h.fglab.waitFinished([id], 30_000)
+  await h.machine.experiments.idle()
+  const calls = [...h.fglab.experiment(id).calls]
+  t.match(h.fglab.experiment(id).fields.FGMachine, { killed: true })
+  const left = () => execFileSync('docker', ['ps', '-aq', '--filter', `label=fgmachine.experiment=${id}`], { encoding: 'utf8' }).trim()
+  t.not(left(), '', 'its container is still there')
+  await h.machine.experiments.reconcile(h.machine.registration.machineId, 0)
+  await h.machine.experiments.idle()
+  t.equal(left(), '', 'the next reconcile removed it')
+  t.strictSame(h.fglab.experiment(id).calls, calls, 'and reported nothing again (a killed run is not turned into a success)')
+  t.equal(h.logs.find(/taking up a container of this machine from its labels/), undefined, 'it was never taken up')
+  t.ok(h.logs.find('removed the container of a reported experiment'))
+})
+
 t.test('stray containers of this machine are removed after the grace period; others are never touched', async (t) => {
   const h = await startHarness()
   const machineId = h.machine.registration.machineId!
