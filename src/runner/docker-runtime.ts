@@ -185,6 +185,10 @@ export class DockerRuntime implements Runtime {
             log.warn('Docker went away as the container ended: the daemon stopped it; waiting for Docker to come back')
             // Back before the container can be removed.
             await this.#dockerBack().catch(() => undefined)
+          } else {
+            // Docker may learn of an OOM kill after the exit itself (its events come apart): ask again.
+            const again = await this.docker.inspectContainer(id).catch(() => undefined)
+            if (again?.state.oomKilled) exit.oomKilled = true
           }
         }
         // From the container's state, not from exit code 137, which any SIGKILL gives.
