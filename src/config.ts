@@ -75,6 +75,10 @@ const EnvSchema = z.object({
     .number({ error: 'FGMACHINE_PULL_STALL_S must be a number of seconds' })
     .positive('FGMACHINE_PULL_STALL_S must be a number of seconds, more than 0')
     .default(300),
+  FGMACHINE_OUTBOX_MAX_MB: z.coerce
+    .number({ error: 'FGMACHINE_OUTBOX_MAX_MB must be a number of megabytes' })
+    .positive('FGMACHINE_OUTBOX_MAX_MB must be a number of megabytes, more than 0')
+    .default(64),
   FGMACHINE_KILL_GRACE_S: z.coerce
     .number({ error: 'FGMACHINE_KILL_GRACE_S must be a number of seconds' })
     .min(0, 'FGMACHINE_KILL_GRACE_S must be a number of seconds, 0 or more')
@@ -104,6 +108,8 @@ export interface Config {
   token: string | undefined
   /** An image pull that shows no progress for this long is cancelled. */
   pullStallMs: number
+  /** Past this many bytes of reports waiting for FGLab, no new experiments are taken. */
+  outboxMaxBytes: number
 }
 
 export class ConfigError extends Error {
@@ -161,6 +167,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     templatePath: e.FGMACHINE_TEMPLATE ? path.resolve(cwd, e.FGMACHINE_TEMPLATE) : undefined,
     token: e.FGMACHINE_TOKEN,
     pullStallMs: Math.round(e.FGMACHINE_PULL_STALL_S * 1000),
+    outboxMaxBytes: Math.round(e.FGMACHINE_OUTBOX_MAX_MB * 1024 * 1024),
   }
 }
 

@@ -64,7 +64,7 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
     backoff: opts.backoff,
     sleep: opts.sleep,
   })
-  const outboxOpts: OutboxOptions = {}
+  const outboxOpts: OutboxOptions = { maxBytes: config.outboxMaxBytes }
   if (opts.backoff) outboxOpts.backoff = opts.backoff
   if (opts.sleep) outboxOpts.sleep = opts.sleep
   outboxOpts.store = new OutboxStore(path.join(config.dataDir, 'outbox'), log.child({ component: 'outbox' }))

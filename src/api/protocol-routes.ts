@@ -29,7 +29,7 @@ function projectIdFrom(params: unknown): string {
 export function protocolRoutes(app: FastifyInstance, deps: ProtocolDeps): void {
   app.get('/projects/:projectId/capacity', async (req) => {
     const project = deps.projects.get(projectIdFrom(req.params))
-    const capacity = project ? deps.scheduler.capacity(project) : 0
+    const capacity = project && deps.experiments.accepting() ? deps.scheduler.capacity(project) : 0
     if (capacity <= 0) throw new NoCapacityError()
     return { capacity, address: deps.machineUrl, _id: deps.machineId() }
   })

@@ -9,6 +9,8 @@ import type { OutboxEntry } from './outbox.js'
 export interface StoredEntry {
   seq: number
   entry: OutboxEntry
+  /** Its size on disk. */
+  bytes: number
 }
 
 const KINDS = new Set(['started', 'update', 'results-file', 'finished'])
@@ -24,12 +26,12 @@ export class OutboxStore {
     private readonly log: Logger,
   ) {}
 
-  /** Write one entry; it is on disk when this returns. */
-  append(experimentId: string, seq: number, entry: OutboxEntry): void {
+  /** Write one entry (its JSON); it is on disk when this returns. */
+  append(experimentId: string, seq: number, json: string): void {
     const dir = path.join(this.dir, experimentId)
     mkdirSync(dir, { recursive: true })
     const file = path.join(dir, `${String(seq).padStart(12, '0')}.json`)
-    writeFileDurably(file, JSON.stringify(entry))
+    writeFileDurably(file, json)
   }
 
   async remove(experimentId: string, seq: number): Promise<void> {
@@ -58,9 +60,10 @@ export class OutboxStore {
         if (!m) continue
         const file = path.join(this.dir, id, name)
         try {
-          const entry = JSON.parse(readFileSync(file, 'utf8')) as OutboxEntry
+          const text = readFileSync(file, 'utf8')
+          const entry = JSON.parse(text) as OutboxEntry
           if (!entry || !KINDS.has(entry.kind)) throw new Error('not an outbox entry')
-          entries.push({ seq: Number(m[1]), entry })
+          entries.push({ seq: Number(m[1]), entry, bytes: Buffer.byteLength(text) })
         } catch (err) {
           this.log.error({ experimentId: id, file, err: (err as Error).message }, 'unreadable outbox entry skipped')
         }

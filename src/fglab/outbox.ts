@@ -20,6 +20,8 @@ export type OutboxEntry =
 interface Queued {
   seq: number
   entry: OutboxEntry
+  /** Its size on disk (its JSON). */
+  bytes: number
 }
 
 interface Queue {
@@ -34,6 +36,8 @@ export interface OutboxOptions {
   sleep?: Sleep
   /** Where entries are kept until acknowledged; without it the outbox lives in memory only. */
   store?: OutboxStore
+  /** Above this many bytes of unsent reports the outbox is full: no new experiments are taken (default 64 MiB). */
+  maxBytes?: number
 }
 
 /**
@@ -46,9 +50,12 @@ export interface OutboxOptions {
  * Experiments are sent independently of each other.
  *
  * Disk use is bounded by what there is to report: a results file waits in
- * the outbox once however often it is rewritten, and the other reports are a
- * handful per experiment. The log says when the backlog grows past each power
- * of ten, and when it is empty again.
+ * the outbox once however often it is rewritten (as its path: it is read when
+ * sent), and the other reports are a handful per experiment. And it is bounded
+ * outright: past `maxBytes` the outbox is `full()`, and FGMachine takes no new
+ * experiments until FGLab has taken enough (the running ones still report).
+ * The log says when the backlog grows past each power of ten, when it is full,
+ * and when it is empty again.
  */
 export class Outbox {
   #queues = new Map<string, Queue>()
@@ -58,6 +65,9 @@ export class Outbox {
   #seq = 0
   #pending = 0
   #warnedAt = 0
+  #bytes = 0
+  #full = false
+  readonly #maxBytes: number
   readonly #backoff: Backoff
   readonly #sleep: Sleep
   readonly #store: OutboxStore | undefined
@@ -70,6 +80,7 @@ export class Outbox {
     this.#backoff = opts.backoff ?? { baseMs: 500, maxMs: 30_000 }
     this.#sleep = opts.sleep ?? realSleep
     this.#store = opts.store
+    this.#maxBytes = opts.maxBytes ?? 64 * 1024 * 1024
   }
 
   /** Queue a report (on disk first, with a store). */
@@ -83,8 +94,30 @@ export class Outbox {
       return
     }
     const seq = ++this.#seq
-    this.#store?.append(experimentId, seq, entry)
-    this.#push(experimentId, q, { seq, entry })
+    const json = JSON.stringify(entry)
+    this.#store?.append(experimentId, seq, json)
+    this.#push(experimentId, q, { seq, entry, bytes: Buffer.byteLength(json) })
+  }
+
+  /** Too much is waiting for FGLab: take no new experiments until it has taken some. */
+  full(): boolean {
+    return this.#full
+  }
+
+  /** Bytes of reports waiting for FGLab. */
+  bytes(): number {
+    return this.#bytes
+  }
+
+  #account(delta: number): void {
+    this.#bytes += delta
+    if (!this.#full && this.#bytes >= this.#maxBytes) {
+      this.#full = true
+      this.log.error({ bytes: this.#bytes, maxBytes: this.#maxBytes, pending: this.#pending }, 'the outbox is full: no new experiments are taken until FGLab has taken enough of its reports')
+    } else if (this.#full && this.#bytes < this.#maxBytes / 2) {
+      this.#full = false
+      this.log.info({ bytes: this.#bytes }, 'the outbox has room again: new experiments are taken')
+    }
   }
 
   /** Send what the store holds from before a restart; returns the experiments it holds reports for. */
@@ -95,7 +128,7 @@ export class Outbox {
       const q = this.#queue(id)
       for (const e of entries) {
         this.#seq = Math.max(this.#seq, e.seq)
-        this.#push(id, q, e)
+        this.#push(id, q, { seq: e.seq, entry: e.entry, bytes: e.bytes })
       }
     }
     const ids = [...saved.keys()]
@@ -115,6 +148,7 @@ export class Outbox {
   #push(experimentId: string, q: Queue, item: Queued): void {
     q.entries.push(item)
     this.#pending++
+    this.#account(item.bytes)
     if (this.#pending >= 100 && this.#pending >= this.#warnedAt * 10) {
       this.#warnedAt = this.#pending
       this.log.warn({ pending: this.#pending, experiments: this.#queues.size }, 'reports to FGLab are piling up (is FGLab reachable?)')
@@ -158,6 +192,7 @@ export class Outbox {
         if (!(await this.#deliver(experimentId, item.entry))) break
         q.entries.shift()
         this.#pending--
+        this.#account(-item.bytes)
         await this.#store?.remove(experimentId, item.seq).catch((err: Error) => this.log.warn({ experimentId, err: err.message }, 'cannot remove a sent report from disk; it may be sent again after a restart'))
         if (this.#pending === 0 && this.#warnedAt > 0) {
           this.#warnedAt = 0

@@ -81,6 +81,11 @@ export class ExperimentManager {
     return [...this.#experiments.values()]
   }
 
+  /** Whether new experiments are taken at all: not while shutting down, nor while the outbox is full. */
+  accepting(): boolean {
+    return !this.#shutdown.signal.aborted && !this.deps.outbox.full()
+  }
+
   /**
    * Start one experiment for FGLab. Synchronous up to the reservation: throws
    * NoCapacityError when the project is unknown or full. The run goes on in
@@ -91,7 +96,7 @@ export class ExperimentManager {
     if (!isObjectId(id)) throw new BadRequestError('_id must be an FGLab experiment id (24 hex digits)')
     if (!project) throw new NoCapacityError()
     if (this.#experiments.has(id)) throw new ConflictError(`experiment ${id} is already running here`)
-    if (this.#shutdown.signal.aborted) throw new NoCapacityError()
+    if (!this.accepting()) throw new NoCapacityError()
     const lease = this.deps.scheduler.reserve(id, project)
     if (!lease) throw new NoCapacityError()
     const record: ExperimentRecord = {

@@ -41,6 +41,7 @@ export function testConfig(fields: Partial<Config> & Pick<Config, 'fglabUrl' | '
     templatePath: undefined,
     token: undefined,
     pullStallMs: 300_000,
+    outboxMaxBytes: 64 * 1024 * 1024,
     ...fields,
   }
 }

@@ -43,6 +43,26 @@ t.test('bad input gets a clear 4xx and changes nothing', async (t) => {
   t.equal(h.fglab.experiments.size, 0, 'nothing reported')
 })
 
+t.test('a full outbox (FGLab away for long) takes no new experiments; they come back when FGLab has caught up', async (t) => {
+  const h = await startHarness({
+    config: { outboxMaxBytes: 200 },
+    projects: (r) => ({ p: { image, command: 'sh', args: ['-c', 'echo \'{"_scores": {"a": 1}}\' > "$FGLAB_RESULTS_DIR/s.json"'], capacity: 0.25, results: r } }),
+  })
+  t.teardown(() => h.close())
+  h.fglab.failWith(503)
+  const first = objectId()
+  t.equal((await h.submit('p', { _id: first })).status, 200)
+  await h.fglab.waitFor(() => h.machine.outbox.full(), 30_000, 'the outbox filling while FGLab refuses')
+  t.equal((await h.capacity('p')).status, 501, 'no capacity while the outbox is full')
+  t.equal((await h.submit('p', { _id: objectId() })).status, 501, 'and a start is refused')
+  t.ok(h.logs.find(/the outbox is full/))
+  h.fglab.recover()
+  await h.fglab.waitFinished([first], 30_000)
+  await h.fglab.waitFor(() => !h.machine.outbox.full(), 30_000, 'the outbox draining')
+  t.equal((await h.capacity('p')).body.capacity, 4, 'full capacity again')
+  t.same(h.fglab.experiment(first).fields._scores, { a: 1 }, 'nothing of the first was lost')
+})
+
 t.test('capacity answer and reset', async (t) => {
   const h = await startHarness({ projects: (r) => ({ p: { image, command: 'sleep', args: ['30'], capacity: '0.3', results: r } }) })
   t.teardown(() => h.close())

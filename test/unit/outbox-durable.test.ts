@@ -82,6 +82,7 @@ t.test('after a crash, a new outbox over the same folder sends what was left, in
   first.enqueue(a, { kind: 'update', fields: { _scores: { x: 1 } } })
   first.enqueue(a, { kind: 'finished' })
   first.enqueue(b, { kind: 'update', fields: { _status: 'fail' } })
+  const bytes = first.bytes()
   // The "crash": the first outbox is abandoned with everything unsent.
   first.close()
   hold = false
@@ -92,6 +93,7 @@ t.test('after a crash, a new outbox over the same folder sends what was left, in
   const second = r.make()
   t.same(second.restore().sort(), [a, b].sort(), 'restore() names the experiments it resends for')
   t.equal(second.pending(), 4)
+  t.equal(second.bytes(), bytes, 'and their size: a restored backlog counts toward the bound')
   t.equal(await second.drain(a), true)
   t.equal(await second.drain(b), true)
   t.same(r.fglab.experiment(a).calls, ['started', 'update', 'finished'], 'in order')
@@ -116,7 +118,7 @@ t.test('a report acknowledged just before a crash may be sent again, never lost 
   await outbox.drain(id)
   // As if the crash came between FGLab's answer and the removal of the file.
   const store = new OutboxStore(path.join(r.dir, 'outbox'), pino({ level: 'silent' }))
-  store.append(id, 1, { kind: 'update', fields: { _notes: 'v1' } })
+  store.append(id, 1, JSON.stringify({ kind: 'update', fields: { _notes: 'v1' } }))
   const again = r.make()
   again.restore()
   await again.drain(id)

@@ -135,6 +135,35 @@ t.test('a 503 outage is retried with backoff until FGLab recovers; everything th
   t.equal(r.outbox.pending(id), 0)
 })
 
+t.test('the outbox is bounded: past maxBytes it is full until FGLab has taken half of it', async (t) => {
+  const r = await rig(t)
+  const lines: LogLine[] = []
+  const log = pino({ level: 'debug' }, { write: (s: string) => void lines.push(JSON.parse(s) as LogLine) })
+  const outbox = new Outbox(r.client, log, { backoff: BACKOFF, maxBytes: 400, sleep: (ms) => delay(Math.min(ms, 5)) })
+  t.teardown(() => outbox.close())
+  r.fglab.failWith(503)
+  const ids = [objectId(), objectId()]
+  const entry = { kind: 'update', fields: { _notes: 'x'.repeat(60) } } as const
+  const size = Buffer.byteLength(JSON.stringify(entry))
+  let n = 0
+  while (!outbox.full()) {
+    outbox.enqueue(ids[n % 2]!, entry)
+    n++
+    t.ok(n < 100, 'it fills')
+  }
+  t.equal(n, Math.ceil(400 / size), 'full exactly when the bytes waiting reach maxBytes')
+  t.equal(outbox.bytes(), n * size)
+  t.match(lines.find((l) => l.level === ERROR), { msg: /the outbox is full: no new experiments are taken/, maxBytes: 400 })
+  outbox.enqueue(ids[0]!, entry)
+  t.equal(outbox.pending(), n + 1, 'a full outbox still takes the reports of what runs: it refuses new work, not reports')
+  r.fglab.recover()
+  await Promise.all(ids.map((id) => outbox.drain(id)))
+  t.equal(outbox.full(), false)
+  t.equal(outbox.bytes(), 0)
+  t.ok(lines.find((l) => /the outbox has room again/.test(l.msg)))
+  t.equal(r.fglab.experiment(ids[0]!).calls.length + r.fglab.experiment(ids[1]!).calls.length, n + 1, 'everything arrived')
+})
+
 t.test('a dropped connection is retried too', async (t) => {
   const r = await rig(t)
   const id = objectId()
