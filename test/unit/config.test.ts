@@ -100,6 +100,13 @@ t.test('DOCKER_HOST: the docker CLI\'s forms, anything else named', async (t) =>
   t.match(p, /^DOCKER_CERT_PATH .*no-certs-here lacks ca\.pem, cert\.pem, key\.pem/)
 })
 
+t.test('FGMACHINE_OUTBOX_MAX_MB', async (t) => {
+  t.equal(loadConfig({ ...BASE }, CWD).outboxMaxBytes, 64 * 1024 * 1024, 'default 64 MiB')
+  t.equal(loadConfig({ ...BASE, FGMACHINE_OUTBOX_MAX_MB: '0.5' }, CWD).outboxMaxBytes, 512 * 1024)
+  const [p] = problems(t, { ...BASE, FGMACHINE_OUTBOX_MAX_MB: '0' })
+  t.match(p, /^FGMACHINE_OUTBOX_MAX_MB must be a number of megabytes, more than 0/)
+})
+
 t.test('every problem is reported at once', async (t) => {
   const ps = problems(t, { FGMACHINE_URL: 'nope', PORT: 'x', LOG_LEVEL: 'loud' })
   t.equal(ps.length, 4)
