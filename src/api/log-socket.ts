@@ -27,6 +27,13 @@ export function logSocket(app: FastifyInstance, hub: LogHub): void {
           return
         }
         unsubscribe?.()
+        // A viewer that has not read what it was sent before gets no more: subscribing
+        // again and again must not queue the backlog again and again.
+        if (socket.bufferedAmount > MAX_BUFFERED_BYTES) {
+          req.log.warn('closing a log viewer that fell behind')
+          socket.close(1013, 'too slow')
+          return
+        }
         // The backlog is sent whole, however it grows in JSON (an escape byte
         // becomes six); only what the viewer leaves unread beyond it counts as
         // falling behind.
