@@ -1,4 +1,4 @@
-import { closeSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs'
+import { closeSync, fsyncSync, openSync, renameSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 
 /**
@@ -10,7 +10,8 @@ export function writeFileDurably(file: string, data: string): void {
   const tmp = `${file}.tmp`
   const fd = openSync(tmp, 'w')
   try {
-    writeSync(fd, data)
+    // writeFileSync on a descriptor writes until every byte is out (or throws, ENOSPC say).
+    writeFileSync(fd, data)
     fsyncSync(fd)
   } finally {
     closeSync(fd)
