@@ -103,7 +103,7 @@ export class DockerError extends Error {
  */
 export interface ContainerClient {
   /** Make sure the image is present, pulling it (with progress) when it is not. */
-  ensureImage(image: string, onProgress?: (p: PullProgress) => void): Promise<void>
+  ensureImage(image: string, onProgress?: (p: PullProgress) => void, signal?: AbortSignal): Promise<void>
   create(spec: ContainerSpec): Promise<string>
   /** Attach to the output before start, so that nothing written at once is missed. */
   attach(id: string): Promise<ContainerOutput>

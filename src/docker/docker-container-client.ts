@@ -1,4 +1,5 @@
-import { readFileSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
 import { PassThrough } from 'node:stream'
 import { finished } from 'node:stream/promises'
@@ -23,7 +24,7 @@ function dockerError(what: string, err: unknown): DockerError {
 /** Where the Docker engine is, from `DOCKER_HOST`, as the docker CLI reads it. */
 export type DockerEndpoint =
   | { kind: 'socket'; path: string }
-  | { kind: 'tcp'; host: string; port: number }
+  | { kind: 'tcp'; host: string; port: number | undefined; tls: boolean }
   | { kind: 'ssh'; host: string; port: number; username: string | undefined }
 
 /**
@@ -46,33 +47,27 @@ export function parseDockerHost(dockerHost: string | undefined): DockerEndpoint 
   if (!u.hostname) throw wrong
   if (u.protocol === 'ssh:') return { kind: 'ssh', host: u.hostname, port: Number(u.port || 22), username: u.username ? decodeURIComponent(u.username) : undefined }
   if (u.protocol === 'tcp:' || u.protocol === 'http:' || u.protocol === 'https:') {
-    return { kind: 'tcp', host: u.hostname, port: Number(u.port || (u.protocol === 'https:' ? 2376 : 2375)) }
+    return { kind: 'tcp', host: u.hostname, port: u.port ? Number(u.port) : undefined, tls: u.protocol === 'https:' }
   }
   throw wrong
 }
 
 /**
- * dockerode's options for an endpoint. TCP uses TLS as the docker CLI does:
- * with DOCKER_TLS_VERIFY=1 or on port 2376, with the client certificate from
- * DOCKER_CERT_PATH when set.
+ * dockerode's options for `DOCKER_HOST`, as the docker CLI reads it: TCP uses
+ * TLS when DOCKER_TLS_VERIFY or DOCKER_TLS is set (or the URL is https://), on
+ * port 2376 unless one is given, with the client certificate from
+ * DOCKER_CERT_PATH (default ~/.docker).
  */
 export function dockerOptions(dockerHost: string | undefined, env: NodeJS.ProcessEnv = process.env): Docker.DockerOptions {
   const e = parseDockerHost(dockerHost)
   if (e.kind === 'socket') return { socketPath: e.path }
   if (e.kind === 'ssh') return { protocol: 'ssh', host: e.host, port: e.port, username: e.username, sshOptions: { agent: env.SSH_AUTH_SOCK } }
-  const tls = env.DOCKER_TLS_VERIFY === '1' || e.port === 2376 || dockerHost?.trim().startsWith('https:')
-  if (!tls) return { host: e.host, port: e.port, protocol: 'http' }
-  const certs = env.DOCKER_CERT_PATH
-  return {
-    host: e.host,
-    port: e.port,
-    protocol: 'https',
-    ...(certs && {
-      ca: readFileSync(path.join(certs, 'ca.pem')),
-      cert: readFileSync(path.join(certs, 'cert.pem')),
-      key: readFileSync(path.join(certs, 'key.pem')),
-    }),
-  }
+  const tls = e.tls || Boolean(env.DOCKER_TLS_VERIFY) || Boolean(env.DOCKER_TLS)
+  if (!tls) return { host: e.host, port: e.port ?? 2375, protocol: 'http' }
+  const certs = env.DOCKER_CERT_PATH || path.join(env.HOME ?? os.homedir(), '.docker')
+  const pem = (name: string) => (existsSync(path.join(certs, name)) ? readFileSync(path.join(certs, name)) : undefined)
+  const [ca, cert, key] = [pem('ca.pem'), pem('cert.pem'), pem('key.pem')]
+  return { host: e.host, port: e.port ?? 2376, protocol: 'https', ...(ca && { ca }), ...(cert && key && { cert, key }) }
 }
 
 /** The ContainerClient over dockerode: dockerode's types stop here. */
@@ -105,7 +100,12 @@ export class DockerContainerClient implements ContainerClient {
     }
   }
 
-  async ensureImage(image: string, onProgress?: (p: PullProgress) => void): Promise<void> {
+  /**
+   * Pull the image unless it is here. Aborting `signal` stops this caller's wait
+   * (with the signal's reason) and its progress; the pull goes on for the others.
+   */
+  async ensureImage(image: string, onProgress?: (p: PullProgress) => void, signal?: AbortSignal): Promise<void> {
+    signal?.throwIfAborted()
     try {
       await this.docker.getImage(image).inspect()
       return
@@ -121,9 +121,18 @@ export class DockerContainerClient implements ContainerClient {
       this.#pulls.set(image, pull)
     }
     if (onProgress) pull.listeners.add(onProgress)
+    let onAbort: (() => void) | undefined
     try {
-      await pull.done
+      await Promise.race([
+        pull.done,
+        new Promise<never>((_, reject) => {
+          if (!signal) return
+          onAbort = () => reject(signal.reason)
+          signal.addEventListener('abort', onAbort, { once: true })
+        }),
+      ])
     } finally {
+      if (onAbort) signal?.removeEventListener('abort', onAbort)
       if (onProgress) pull.listeners.delete(onProgress)
     }
   }

@@ -79,16 +79,20 @@ export class DockerRuntime implements Runtime {
     const image = spec.project.image!
     const log = this.log.child({ experimentId: spec.experimentId })
     let lastStatus = ''
-    const pulled = this.docker.ensureImage(image, (p) => {
-      const line = `${p.status}${p.id ? ' ' + p.id : ''}`
-      // Progress ticks come by the thousand: the log gets each new status, the ticks at debug.
-      if (p.progress) log.debug({ image, status: p.status, layer: p.id, progress: p.progress }, 'pulling image')
-      else log.info({ image, status: p.status, layer: p.id }, 'pulling image')
-      if (p.status !== lastStatus && !p.progress) spec.status(`[fgmachine] ${image}: ${line}\n`)
-      lastStatus = p.status
-    })
-    await untilKilled(pulled, spec.killed)
-    // Killed while the image was pulled: no container at all.
+    // Killed before or while its image is pulled: ensureImage stops waiting (with
+    // KilledBeforeStartError, the signal's reason), and no container is made.
+    await this.docker.ensureImage(
+      image,
+      (p) => {
+        const line = `${p.status}${p.id ? ' ' + p.id : ''}`
+        // Progress ticks come by the thousand: the log gets each new status, the ticks at debug.
+        if (p.progress) log.debug({ image, status: p.status, layer: p.id, progress: p.progress }, 'pulling image')
+        else log.info({ image, status: p.status, layer: p.id }, 'pulling image')
+        if (p.status !== lastStatus && !p.progress) spec.status(`[fgmachine] ${image}: ${line}\n`)
+        lastStatus = p.status
+      },
+      spec.killed,
+    )
     if (spec.killed.aborted) throw new KilledBeforeStartError()
     const cs = this.containerSpec(spec)
     const id = await this.docker.create(cs)
@@ -250,22 +254,4 @@ export class DockerRuntime implements Runtime {
       }
     }
   }
-}
-
-/**
- * Wait for `work` unless `killed` aborts first (KilledBeforeStartError). The
- * work goes on (a pull other starts may share); its outcome is then ignored.
- */
-function untilKilled<T>(work: Promise<T>, killed: AbortSignal): Promise<T> {
-  if (killed.aborted) {
-    work.catch(() => undefined)
-    return Promise.reject(new KilledBeforeStartError())
-  }
-  let onAbort: (() => void) | undefined
-  const aborted = new Promise<never>((_, reject) => {
-    onAbort = () => reject(new KilledBeforeStartError())
-    killed.addEventListener('abort', onAbort, { once: true })
-  })
-  work.catch(() => undefined)
-  return Promise.race([work, aborted]).finally(() => killed.removeEventListener('abort', onAbort!))
 }

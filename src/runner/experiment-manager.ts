@@ -139,7 +139,7 @@ export class ExperimentManager {
       this.#publish(id, 'stderr', '[fgmachine] experiment killed\n')
       // A restart must not report a killed experiment as a success.
       this.#save(exp, { killed: true })
-      exp.kill.abort()
+      exp.kill.abort(new KilledBeforeStartError())
     }
     // Again after a stop that failed (Docker unreachable): the state went back to running.
     this.#stop(exp, this.deps.killGraceMs)

@@ -18,7 +18,10 @@ export interface LaunchSpec {
   output: (stream: Stream, text: string) => void
   /** Progress worth showing the user before the program runs (image pulls). */
   status: (text: string) => void
-  /** Aborted when the experiment is killed: a launch still pulling its image stops waiting and makes no container. */
+  /**
+   * Aborted (reason: KilledBeforeStartError) when the experiment is killed: a
+   * launch still pulling its image stops waiting and makes no container.
+   */
   killed: AbortSignal
 }
 
