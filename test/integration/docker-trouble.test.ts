@@ -46,12 +46,36 @@ t.test('an OOM-killed container is reported fail with "out of memory", from its 
     projects: (r) => ({ p: { image, command: 'sh', args: ['-c', 'dd if=/dev/zero of=/dev/null bs=64M count=1'], capacity: 1, memory: '8m', results: r } }),
   })
   t.teardown(() => h.close())
-  const id = objectId()
-  await h.submit('p', { _id: id })
-  await h.fglab.waitFinished([id], 30_000)
-  const e = h.fglab.experiment(id)
-  t.equal(e.fields._status, 'fail')
-  t.match(e.fields.FGMachine, { exit_code: 137, oom_killed: true, error: /out of memory/ }, h.machine.logHub.backlog(id).map((c) => c.text).join(''))
+  // Docker itself misses an OOM kill now and then (under load, 2 of 60 here: no "oom"
+  // event, State.OOMKilled false). What FGMachine must get right is what Docker knows:
+  // watch Docker's own oom events, and try again when Docker did not know.
+  const { spawn } = await import('node:child_process')
+  const events = spawn('docker', ['events', '--filter', 'event=oom', '--format', '{{.ID}}'], { stdio: ['ignore', 'pipe', 'ignore'] })
+  t.teardown(() => events.kill())
+  let seen = ''
+  events.stdout.on('data', (b: Buffer) => (seen += b.toString()))
+  await new Promise((r) => setTimeout(r, 300))
+  for (let attempt = 1; ; attempt++) {
+    const id = objectId()
+    await h.submit('p', { _id: id })
+    await h.fglab.waitFinished([id], 30_000)
+    const e = h.fglab.experiment(id)
+    t.equal(e.fields._status, 'fail')
+    const summary = e.fields.FGMachine as Record<string, unknown>
+    t.equal(summary.exit_code, 137)
+    if (summary.oom_killed) {
+      t.match(summary, { oom_killed: true, error: /out of memory/ }, 'reported as out of memory')
+      break
+    }
+    await new Promise((r) => setTimeout(r, 500))
+    t.notOk(seen.length > 0, `attempt ${attempt}: not reported as OOM, and Docker saw no OOM kill either`)
+    if (seen.length > 0 || attempt === 3) {
+      t.fail('Docker knew of an OOM kill that FGMachine did not report (or missed three in a row)')
+      break
+    }
+    t.comment(`attempt ${attempt}: Docker did not see this OOM kill; again`)
+    await h.machine.experiments.idle()
+  }
 })
 
 t.test('a killed (not OOM) container with exit code 137 is not called out of memory', async (t) => {
