@@ -2,7 +2,7 @@ import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import pino from 'pino'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import type { ContainerClient, ContainerDetails } from '../../src/docker/container-client.js'
 import { detectHostPaths, HostPaths, ownContainerId } from '../../src/docker/host-paths.js'
 import { LogSink } from '../helpers/harness.js'
@@ -55,14 +55,19 @@ function fakeDocker(known: Record<string, ContainerDetails>): ContainerClient {
   } as unknown as ContainerClient
 }
 
-t.test('detection inspects its own container through the engine', async (t) => {
+/** A /proc as inside a container (Docker's mountinfo), and a logger to read. */
+function inContainer(t: Test) {
   const proc = mkdtempSync(path.join(os.tmpdir(), 'fgm-proc-'))
   t.teardown(() => rmSync(proc, { recursive: true, force: true }))
   mkdirSync(path.join(proc, 'self'))
   writeFileSync(path.join(proc, 'self/mountinfo'), MOUNTINFO)
   writeFileSync(path.join(proc, 'self/cgroup'), '0::/\n')
   const sink = new LogSink()
-  const log = pino({ level: 'debug' }, sink)
+  return { proc, sink, log: pino({ level: 'debug' }, sink) }
+}
+
+t.test('detection inspects its own container through the engine', async (t) => {
+  const { proc, sink, log } = inContainer(t)
   const mounts = [{ type: 'bind', source: '/srv/fgm', destination: '/data' }]
   const state = { status: 'running', running: true, exitCode: 0, oomKilled: false }
   const hp = await detectHostPaths(fakeDocker({ [ID]: { id: ID, name: 'fgmachine', mounts, labels: {}, state } }), log, proc)
@@ -76,13 +81,7 @@ t.test('detection inspects its own container through the engine', async (t) => {
 })
 
 t.test('an engine that fails or hangs when asked: undetermined, and every path refused with the reason until it answers', async (t) => {
-  const proc = mkdtempSync(path.join(os.tmpdir(), 'fgm-proc-'))
-  t.teardown(() => rmSync(proc, { recursive: true, force: true }))
-  mkdirSync(path.join(proc, 'self'))
-  writeFileSync(path.join(proc, 'self/mountinfo'), MOUNTINFO)
-  writeFileSync(path.join(proc, 'self/cgroup'), '0::/\n')
-  const sink = new LogSink()
-  const log = pino({ level: 'debug' }, sink)
+  const { proc, sink, log } = inContainer(t)
   const failing = { inspectContainer: async () => Promise.reject(new Error('connect ENOENT /var/run/docker.sock')) } as unknown as ContainerClient
   const down = await detectHostPaths(failing, log, proc)
   t.ok(down.inContainer, 'not taken for the host')

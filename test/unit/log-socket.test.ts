@@ -1,5 +1,5 @@
 import { pino } from 'pino'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import WebSocket from 'ws'
 import { buildApp } from '../../src/app.js'
 import { LogHub } from '../../src/logs/log-hub.js'
@@ -8,6 +8,17 @@ import type { ExperimentManager } from '../../src/runner/experiment-manager.js'
 import { Scheduler } from '../../src/scheduler/scheduler.js'
 import { LogSink } from '../helpers/harness.js'
 import { objectId } from '../helpers/ids.js'
+
+/** The app on a free port with this hub, and a WebSocket viewer connected to it. */
+async function viewer(t: Test, hub: LogHub): Promise<{ ws: WebSocket; logs: LogSink }> {
+  const { app, logs } = await appFor(hub)
+  t.teardown(() => app.close())
+  const url = await app.listen({ host: '127.0.0.1', port: 0 })
+  const ws = new WebSocket(url.replace('http', 'ws') + '/')
+  t.teardown(() => ws.terminate())
+  await new Promise((resolve) => ws.once('open', resolve))
+  return { ws, logs }
+}
 
 async function appFor(hub: LogHub) {
   const logs = new LogSink()
@@ -38,12 +49,7 @@ t.test('a late viewer gets a full backlog of escape-heavy output whole, and is n
   const kept = hub.backlog(id).map((c) => c.text).join('')
   t.ok(kept.length >= 4 * 1024 * 1024 - line.length, 'the backlog is full')
 
-  const { app, logs } = await appFor(hub)
-  t.teardown(() => app.close())
-  const url = await app.listen({ host: '127.0.0.1', port: 0 })
-  const ws = new WebSocket(url.replace('http', 'ws') + '/')
-  t.teardown(() => ws.terminate())
-  await new Promise((resolve) => ws.once('open', resolve))
+  const { ws, logs } = await viewer(t, hub)
   let received = ''
   let closeCode: number | undefined
   let waiter: { length: number; resolve: () => void } | undefined
@@ -77,12 +83,7 @@ t.test('a viewer that never reads cannot make the backlog queue again and again 
   const id = objectId()
   const line = `${'x'.repeat(999)}\n`
   for (let i = 0; i < 4500; i++) hub.publish(id, 'stdout', line)
-  const { app, logs } = await appFor(hub)
-  t.teardown(() => app.close())
-  const url = await app.listen({ host: '127.0.0.1', port: 0 })
-  const ws = new WebSocket(url.replace('http', 'ws') + '/')
-  t.teardown(() => ws.terminate())
-  await new Promise((resolve) => ws.once('open', resolve))
+  const { ws, logs } = await viewer(t, hub)
   const closed = new Promise<number>((resolve) => ws.once('close', (code) => resolve(code)))
   // Stop reading: whatever the server sends stays queued on its side.
   const raw = (ws as unknown as { _socket: import('node:net').Socket })._socket
