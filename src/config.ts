@@ -31,6 +31,20 @@ const port = (name: string) =>
     .min(1, `${name} must be a port number (1-65535)`)
     .max(65535, `${name} must be a port number (1-65535)`)
 
+/** An optional string that `parse` must accept; its error message (after `prefix`) is the problem. */
+const checkedBy = (parse: (v: string | undefined) => unknown, prefix = '') =>
+  z
+    .string()
+    .trim()
+    .optional()
+    .superRefine((v, ctx) => {
+      try {
+        parse(v)
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: prefix + (err as Error).message })
+      }
+    })
+
 /** The environment, as FGMachine reads it. One schema, parsed once at start. */
 const EnvSchema = z.object({
   FGLAB_URL: httpUrl('FGLAB_URL', 'the FGLab server', 'http://fglab.example:5080'),
@@ -39,17 +53,7 @@ const EnvSchema = z.object({
   PORT: port('PORT').optional(),
   FGMACHINE_PROJECTS: z.string().trim().min(1, 'FGMACHINE_PROJECTS must be a path (default projects.json), not blank').default('projects.json'),
   FGMACHINE_DATA_DIR: z.string().trim().min(1, 'FGMACHINE_DATA_DIR must be a folder (default the working directory), not blank').default('.'),
-  DOCKER_HOST: z
-    .string()
-    .trim()
-    .optional()
-    .superRefine((v, ctx) => {
-      try {
-        parseDockerHost(v)
-      } catch (err) {
-        ctx.addIssue({ code: 'custom', message: `DOCKER_HOST ${(err as Error).message}` })
-      }
-    }),
+  DOCKER_HOST: checkedBy(parseDockerHost, 'DOCKER_HOST '),
   DOCKER_CERT_PATH: z
     .string()
     .trim()
@@ -59,17 +63,7 @@ const EnvSchema = z.object({
       if (missing.length) ctx.addIssue({ code: 'custom', message: `DOCKER_CERT_PATH ${v} lacks ${missing.join(', ')}: point it at the folder with the Docker client certificate` })
     }),
   LOG_LEVEL: z.enum(LOG_LEVELS, { error: `LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}` }).default('info'),
-  FGMACHINE_GPUS: z
-    .string()
-    .trim()
-    .optional()
-    .superRefine((v, ctx) => {
-      try {
-        parseOverride(v)
-      } catch (err) {
-        ctx.addIssue({ code: 'custom', message: (err as Error).message })
-      }
-    }),
+  FGMACHINE_GPUS: checkedBy(parseOverride),
   FGMACHINE_TEMPLATE: z.string().trim().optional(),
   FGMACHINE_PULL_STALL_S: z.coerce
     .number({ error: 'FGMACHINE_PULL_STALL_S must be a number of seconds' })

@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process'
 import t from 'tap'
 import { startBareDockerd } from '../helpers/bare-dockerd.js'
-import { startHarness } from '../helpers/harness.js'
+import { startHarness, type Harness } from '../helpers/harness.js'
 import { objectId } from '../helpers/ids.js'
 import { dockerAvailable, ensureBusyboxImage } from '../helpers/images.js'
 
@@ -78,14 +78,20 @@ t.test('an OOM-killed container is reported fail with "out of memory", from its 
   }
 })
 
-t.test('a killed (not OOM) container with exit code 137 is not called out of memory', async (t) => {
-  const h = await startHarness({ projects: (r) => ({ p: { image, command: 'sh', args: ['-c', 'sleep 60'], capacity: 1, memory: '64m', results: r } }) })
-  t.teardown(() => h.close())
+/** Start an experiment of project `p`, kill it once it runs, wait until it is reported. */
+async function startThenKill(h: Harness): Promise<string> {
   const id = objectId()
   await h.submit('p', { _id: id })
   await h.fglab.waitFor(() => h.fglab.experiment(id).started === 1, 20_000, 'started')
   await fetch(`${h.url}/experiments/${id}/kill`, { method: 'POST' })
   await h.fglab.waitFinished([id], 30_000)
+  return id
+}
+
+t.test('a killed (not OOM) container with exit code 137 is not called out of memory', async (t) => {
+  const h = await startHarness({ projects: (r) => ({ p: { image, command: 'sh', args: ['-c', 'sleep 60'], capacity: 1, memory: '64m', results: r } }) })
+  t.teardown(() => h.close())
+  const id = await startThenKill(h)
   const summary = h.fglab.experiment(id).fields.FGMachine as Record<string, unknown>
   t.equal(summary.exit_code, 137)
   t.equal(summary.oom_killed, undefined)
@@ -143,11 +149,7 @@ t.test('a container whose removal failed is removed later, and never taken up ag
     projects: (r) => ({ p: { image, command: 'sh', args: ['-c', 'sleep 60'], capacity: 1, results: r } }),
   })
   t.teardown(() => h.close())
-  const id = objectId()
-  await h.submit('p', { _id: id })
-  await h.fglab.waitFor(() => h.fglab.experiment(id).started === 1, 20_000, 'started')
-  await fetch(`${h.url}/experiments/${id}/kill`, { method: 'POST' })
-  await h.fglab.waitFinished([id], 30_000)
+  const id = await startThenKill(h)
   await h.machine.experiments.idle()
   const calls = [...h.fglab.experiment(id).calls]
   t.match(h.fglab.experiment(id).fields.FGMachine, { killed: true })
