@@ -23,9 +23,10 @@ export interface Experiment {
   projectId: string
   record: ExperimentRecord
   state: ExperimentState
-  killed: boolean
-  /** Aborted by kill(): a start still pulling its image gives up. */
-  kill: AbortController
+  /** Killed (by kill(), or at shutdown for a local process): `kill` is aborted. */
+  readonly killed: boolean
+  /** Aborted when the experiment is killed: a start still pulling its image gives up. */
+  readonly kill: AbortController
   handle?: RunHandle
 }
 
@@ -134,12 +135,11 @@ export class ExperimentManager {
     }
     if (exp.state === 'reporting') return exp
     if (!exp.killed) {
-      exp.killed = true
+      exp.kill.abort(new KilledBeforeStartError())
       this.deps.log.info({ experimentId: id }, 'killing experiment')
       this.#publish(id, 'stderr', '[fgmachine] experiment killed\n')
       // A restart must not report a killed experiment as a success.
       this.#save(exp, { killed: true })
-      exp.kill.abort(new KilledBeforeStartError())
     }
     // Again after a stop that failed (Docker unreachable): the state went back to running.
     this.#stop(exp, this.deps.killGraceMs)
@@ -171,7 +171,7 @@ export class ExperimentManager {
     this.#shutdown.abort()
     for (const exp of this.#experiments.values()) {
       if (exp.record.runtime !== 'process' || exp.killed) continue
-      exp.killed = true
+      exp.kill.abort(new KilledBeforeStartError())
       this.#publish(exp.id, 'stderr', '[fgmachine] FGMachine is shutting down: local experiment stopped\n')
       this.#stop(exp, graceMs)
     }
@@ -195,7 +195,7 @@ export class ExperimentManager {
       const holds = record.runtime === 'docker' && (record.phase === 'accepted' || record.phase === 'launched')
       if (holds) this.deps.scheduler.adopt(record.lease)
       const exp = this.#add(record)
-      exp.killed = Boolean(record.killed)
+      if (record.killed) exp.kill.abort(new KilledBeforeStartError())
       this.#track(exp, this.#resume(exp))
     }
     if (records.length) this.deps.log.info({ experiments: records.map((r) => `${r.id} (${r.runtime}, ${r.phase})`) }, 'taking up experiments from before the restart')
@@ -268,7 +268,16 @@ export class ExperimentManager {
   }
 
   #add(record: ExperimentRecord): Experiment {
-    const exp: Experiment = { id: record.id, projectId: record.projectId, record, state: record.phase === 'launched' ? 'running' : 'starting', killed: false, kill: new AbortController() }
+    const exp: Experiment = {
+      id: record.id,
+      projectId: record.projectId,
+      record,
+      state: record.phase === 'launched' ? 'running' : 'starting',
+      kill: new AbortController(),
+      get killed() {
+        return this.kill.signal.aborted
+      },
+    }
     this.#experiments.set(record.id, exp)
     return exp
   }
