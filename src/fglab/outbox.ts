@@ -128,7 +128,7 @@ export class Outbox {
       const q = this.#queue(id)
       for (const e of entries) {
         this.#seq = Math.max(this.#seq, e.seq)
-        this.#push(id, q, { seq: e.seq, entry: e.entry, bytes: e.bytes })
+        this.#push(id, q, e)
       }
     }
     const ids = [...saved.keys()]
