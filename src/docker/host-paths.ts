@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import type { Logger } from 'pino'
+import { withTimeout } from '../util/timeout.js'
 import type { ContainerClient, ContainerMount } from './container-client.js'
 
 /**
@@ -124,14 +125,4 @@ export async function detectHostPaths(docker: ContainerClient, log: Logger, proc
     'FGMachine seems to run in a container that the Docker engine it drives does not know: paths are used as they are (results must be at the same path on the host)',
   )
   return HostPaths.onHost
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  return Promise.race([
-    p,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(message)), ms)
-    }),
-  ]).finally(() => clearTimeout(timer))
 }

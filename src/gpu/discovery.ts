@@ -1,5 +1,6 @@
 import { execa } from 'execa'
 import type { Logger } from 'pino'
+import { withTimeout } from '../util/timeout.js'
 import { explainFailure, GpuQueryError, parseGpuQuery, QUERY_ARGS, type GpuDevice } from './nvidia-smi.js'
 
 /** Runs nvidia-smi with these arguments; the one seam to the NVIDIA driver. */
@@ -14,24 +15,19 @@ export type NvidiaSmi = (args: readonly string[], timeoutMs: number) => Promise<
  */
 export const runNvidiaSmi: NvidiaSmi = async (args, timeoutMs) => {
   const child = execa('nvidia-smi', args, { reject: false, stripFinalNewline: false })
-  let timer: NodeJS.Timeout | undefined
-  const expired = new Promise<'expired'>((resolve) => {
-    timer = setTimeout(() => resolve('expired'), timeoutMs)
-  })
+  let r
   try {
-    const r = await Promise.race([child, expired])
-    if (r === 'expired') {
-      child.kill('SIGKILL')
-      child.stdout?.destroy()
-      child.stderr?.destroy()
-      throw new GpuQueryError(`nvidia-smi did not answer within ${timeoutMs} ms (a hung driver?)`)
-    }
-    if ((r as { code?: string }).code === 'ENOENT') throw Object.assign(new Error('nvidia-smi not found'), { code: 'ENOENT' })
-    if (r.exitCode !== 0) throw new GpuQueryError(explainFailure(`${r.stdout}\n${r.stderr}`))
-    return r.stdout
-  } finally {
-    clearTimeout(timer)
+    // With reject: false the call itself never rejects: only the time limit does.
+    r = await withTimeout(child, timeoutMs, `nvidia-smi did not answer within ${timeoutMs} ms (a hung driver?)`)
+  } catch (err) {
+    child.kill('SIGKILL')
+    child.stdout?.destroy()
+    child.stderr?.destroy()
+    throw new GpuQueryError((err as Error).message)
   }
+  if ((r as { code?: string }).code === 'ENOENT') throw Object.assign(new Error('nvidia-smi not found'), { code: 'ENOENT' })
+  if (r.exitCode !== 0) throw new GpuQueryError(explainFailure(`${r.stdout}\n${r.stderr}`))
+  return r.stdout
 }
 
 /** The UUID of a GPU declared by hand in FGMACHINE_GPUS, where nvidia-smi could not tell its real one. */
