@@ -6,25 +6,31 @@
  * Exit 0 (a measurement, not a test), non-zero if any result was lost or a
  * round could not run. See bench/README.md.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
-import net from 'node:net'
-import os from 'node:os'
+import { mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs'
 import path from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { performance } from 'node:perf_hooks'
 import { FakeFglab } from '../test/helpers/fake-fglab.js'
 import { objectId } from '../test/helpers/ids.js'
 import { ensureBusyboxImage } from '../test/helpers/images.js'
+import {
+  buildIfNeeded,
+  runBench,
+  dockerRun,
+  fmtS,
+  machineDescription,
+  mean,
+  median,
+  numEnv,
+  pct,
+  runId,
+  SERVICE_NODE_ARGS,
+  sleep,
+  slidingWindow,
+  tmp,
+} from './lib.js'
+import { procStatusKb, startService, type Service } from './service.js'
 
 // --- settings (environment variables, for quick experiments) ----------------------------------
-const numEnv = (name: string, dflt: number): number => {
-  const v = process.env[name]
-  if (v === undefined || v === '') return dflt
-  const n = Number(v)
-  if (!Number.isFinite(n) || n < 0) throw new Error(`${name} must be a number, got ${v}`)
-  return n
-}
 const EXPERIMENTS = numEnv('BENCH_EXPERIMENTS', 40)
 const CONCURRENCY = numEnv('BENCH_CONCURRENCY', 10)
 const ROUNDS = numEnv('BENCH_ROUNDS', 3) // each round: plain, then service
@@ -32,235 +38,19 @@ const SLEEP_S = numEnv('BENCH_SLEEP_S', 0.5)
 const PHASES = process.env.BENCH_PHASES !== '0' // an extra, unscored service round at LOG_LEVEL=info
 /** `none` runs both sides' containers without a network (the workload needs none); default: the engine's default (bridge). */
 const NETWORK = process.env.BENCH_NETWORK || undefined
-/** Extra node flags for the service process (e.g. `--max-semi-space-size=4`), to try memory settings. */
-/** The node flags `npm start` ships (package.json), so that the bench measures what users run; BENCH_SERVICE_NODE_ARGS overrides. */
-function shippedNodeArgs(): string[] {
-  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { scripts: { start: string } }
-  return pkg.scripts.start.split(/\s+/).filter((a) => a.startsWith('--'))
-}
-const SERVICE_NODE_ARGS =
-  process.env.BENCH_SERVICE_NODE_ARGS !== undefined ? process.env.BENCH_SERVICE_NODE_ARGS.split(/\s+/).filter(Boolean) : shippedNodeArgs()
 const EXPERIMENT_TIMEOUT_MS = 120_000
 const GOAL_RATIO = 1.25
 const GOAL_RSS_MB = 150
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const PROJECT = 'bench'
 
 /** The workload: sleep, then scores and a small file into the results folder. argv: exp n <n> _id <id>. */
 const SCRIPT = `sleep ${SLEEP_S}; d="$FGLAB_RESULTS_DIR"; echo "{\\"_scores\\": {\\"n\\": $2}}" > "$d/scores.json"; echo "log $2" > "$d/run.log"`
 
-// --- cleanup that runs on every way out -------------------------------------------------------
-const runId = `${process.pid}-${Date.now().toString(36)}`
-const tmp = mkdtempSync(path.join(os.tmpdir(), 'fgm-bench-'))
-const children = new Set<ChildProcess>()
-const machineIds = new Set<string>()
-let cleanedUp = false
-
-function dockerQuiet(args: string[]): string {
-  try {
-    return execFileSync('docker', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim()
-  } catch {
-    return ''
-  }
-}
-
-function cleanup(): void {
-  if (cleanedUp) return
-  cleanedUp = true
-  let killed = 0
-  for (const c of children) {
-    if (c.exitCode === null && c.signalCode === null) {
-      c.kill('SIGKILL')
-      killed++
-    }
-  }
-  // A create the engine was already handling when its client died still completes: let it, then remove.
-  if (killed) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1000)
-  const filters = [`label=fgm-bench=${runId}`, ...[...machineIds].map((m) => `label=fgmachine.machine=${m}`)]
-  for (const f of filters) {
-    const ids = dockerQuiet(['ps', '-aq', '--filter', f]).split('\n').filter(Boolean)
-    if (ids.length) dockerQuiet(['rm', '-f', ...ids])
-  }
-  rmSync(tmp, { recursive: true, force: true })
-}
-process.on('exit', cleanup)
-for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(sig, () => {
-    process.stderr.write(`\nbench: ${sig}: cleaning up\n`)
-    cleanup()
-    process.exit(130)
-  })
-}
-
-// --- small helpers --------------------------------------------------------------------------
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b)
-  const m = Math.floor(s.length / 2)
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2
-}
-const pct = (xs: number[], p: number) => {
-  const s = [...xs].sort((a, b) => a - b)
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!
-}
-const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length
-const fmtS = (ms: number) => `${(ms / 1000).toFixed(2)} s`
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer()
-    srv.once('error', reject)
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as net.AddressInfo
-      srv.close(() => resolve(port))
-    })
-  })
-}
-
-/** Keep `concurrency` of `n` jobs in flight: a new one starts as soon as one ends. */
-async function slidingWindow(n: number, concurrency: number, job: (i: number) => Promise<void>): Promise<void> {
-  let next = 0
-  const worker = async () => {
-    while (next < n) await job(next++)
-  }
-  await Promise.all(Array.from({ length: Math.min(concurrency, n) }, worker))
-}
-
-function newestMtime(dir: string): number {
-  let newest = 0
-  for (const name of readdirSync(dir, { withFileTypes: true })) {
-    const p = path.join(dir, name.name)
-    newest = Math.max(newest, name.isDirectory() ? newestMtime(p) : statSync(p).mtimeMs)
-  }
-  return newest
-}
-
-/** `dist/` from `src/` with tsconfig.build.json, unless dist/server.js is newer than every source. */
-function buildIfNeeded(): void {
-  if (process.env.BENCH_NO_BUILD === '1') return
-  const out = path.join(root, 'dist/server.js')
-  const stale = !existsSync(out) || statSync(out).mtimeMs < Math.max(newestMtime(path.join(root, 'src')), statSync(path.join(root, 'tsconfig.build.json')).mtimeMs)
-  if (!stale) return
-  process.stderr.write('bench: building dist/ (tsc -p tsconfig.build.json)\n')
-  execFileSync(process.execPath, [path.join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], { cwd: root, stdio: 'inherit' })
-}
-
-// --- the service as a child process -----------------------------------------------------------
-interface Service {
-  pid: number
-  url: string
-  machineId: string
-  logs: Array<Record<string, unknown>>
-  rssSamples: number[]
-  /** VmHWM (peak resident set) in kB, read from /proc. */
-  peakRssKb(): number
-  stop(): Promise<void>
-  tail(): string
-}
-
-function procStatusKb(pid: number, field: string): number {
-  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
-  if (!m) throw new Error(`no ${field} in /proc/${pid}/status`)
-  return Number(m[1])
-}
-
-async function startService(fglab: FakeFglab, name: string, logLevel: string): Promise<Service> {
-  const dir = path.join(tmp, name)
-  const resultsDir = path.join(dir, 'results')
-  mkdirSync(resultsDir, { recursive: true })
-  const projects = {
-    [PROJECT]: { image: ensureBusyboxImage(), command: 'sh', args: ['-c', SCRIPT, 'exp'], options: 'plain', capacity: 0.1, results: resultsDir, ...(NETWORK ? { network: NETWORK } : {}) },
-  }
-  writeFileSync(path.join(dir, 'projects.json'), JSON.stringify(projects, null, 2))
-  const port = await freePort()
-  const url = `http://127.0.0.1:${port}`
-  const known = new Set(fglab.machines.keys())
-  const child = spawn(process.execPath, [...SERVICE_NODE_ARGS, path.join(root, 'dist/server.js')], {
-    cwd: dir,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: {
-      PATH: process.env.PATH,
-      HOME: process.env.HOME,
-      ...(process.env.DOCKER_HOST ? { DOCKER_HOST: process.env.DOCKER_HOST } : {}),
-      FGLAB_URL: fglab.url,
-      FGMACHINE_URL: url,
-      HOST: '127.0.0.1',
-      FGMACHINE_PROJECTS: path.join(dir, 'projects.json'),
-      FGMACHINE_DATA_DIR: dir,
-      LOG_LEVEL: logLevel,
-    },
-  })
-  children.add(child)
-  const logs: Array<Record<string, unknown>> = []
-  let raw = ''
-  let partial = ''
-  child.stdout!.on('data', (b: Buffer) => {
-    const text = partial + b.toString()
-    const lines = text.split('\n')
-    partial = lines.pop() ?? ''
-    for (const line of lines) {
-      raw = (raw + line + '\n').slice(-8000)
-      try {
-        logs.push(JSON.parse(line) as Record<string, unknown>)
-      } catch {
-        // not JSON
-      }
-    }
-  })
-  child.stderr!.on('data', (b: Buffer) => {
-    raw = (raw + b.toString()).slice(-8000)
-  })
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
-  const tail = () => raw
-  // Ready: registered with FGLab and answering capacity for the project.
-  const deadline = Date.now() + 30_000
-  let machineId: string | undefined
-  for (;;) {
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`the service exited at start (${child.exitCode ?? child.signalCode}):\n${tail()}`)
-    if (Date.now() > deadline) throw new Error(`the service did not get ready in 30 s:\n${tail()}`)
-    machineId ??= [...fglab.machines.keys()].find((k) => !known.has(k))
-    if (machineId) {
-      machineIds.add(machineId)
-      try {
-        const res = await fetch(`${url}/projects/${PROJECT}/capacity`)
-        const body = (await res.json()) as { capacity?: number }
-        if (res.status === 200 && body.capacity === 10) break
-      } catch {
-        // not listening yet
-      }
-    }
-    await sleep(50)
-  }
-  const pid = child.pid!
-  const rssSamples: number[] = []
-  const sampler = setInterval(() => {
-    try {
-      rssSamples.push(procStatusKb(pid, 'VmRSS'))
-    } catch {
-      // exiting
-    }
-  }, 100)
-  return {
-    pid,
-    url,
-    machineId: machineId!,
-    logs,
-    rssSamples,
-    peakRssKb: () => procStatusKb(pid, 'VmHWM'),
-    tail,
-    async stop() {
-      clearInterval(sampler)
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill('SIGTERM')
-        const killer = setTimeout(() => child.kill('SIGKILL'), 10_000)
-        await exited
-        clearTimeout(killer)
-      }
-      children.delete(child)
-    },
-  }
-}
+/** The bench's one project: capacity 0.1, the workload above, in the local busybox image. */
+const projects = (resultsDir: string) => ({
+  [PROJECT]: { image: ensureBusyboxImage(), command: 'sh', args: ['-c', SCRIPT, 'exp'], options: 'plain', capacity: 0.1, results: resultsDir, ...(NETWORK ? { network: NETWORK } : {}) },
+})
 
 // --- one round of each kind -------------------------------------------------------------------
 interface RoundResult {
@@ -303,28 +93,11 @@ async function serviceRound(fglab: FakeFglab, svc: Service): Promise<RoundResult
       if (e.finished !== 1) problems.push(`finished ${e.finished}×`)
       if (e.fields._status !== 'success') problems.push(`_status ${JSON.stringify(e.fields._status)}`)
       if (JSON.stringify(e.fields._scores) !== JSON.stringify({ n })) problems.push(`_scores ${JSON.stringify(e.fields._scores)}`)
-      if (e.files.get('run.log')?.data.toString() !== `log ${n}\n`) problems.push(`run.log ${JSON.stringify(e.files.get('run.log')?.data.toString())}`)
+      if (e.files.get('run.log')?.data?.toString() !== `log ${n}\n`) problems.push(`run.log ${JSON.stringify(e.files.get('run.log')?.data?.toString())}`)
     }
     if (problems.length) lost.push(`service #${n} ${id}: ${problems.join(', ')}`)
   })
   return { kind: 'service', wallMs, latencies, lost, ids, submittedAt }
-}
-
-function dockerRun(args: string[]): Promise<{ code: number | null; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('docker', args, { stdio: ['ignore', 'ignore', 'pipe'] })
-    children.add(child)
-    let stderr = ''
-    child.stderr!.on('data', (b: Buffer) => (stderr += b.toString()))
-    child.once('error', (err) => {
-      children.delete(child)
-      reject(err)
-    })
-    child.once('close', (code) => {
-      children.delete(child)
-      resolve({ code, stderr })
-    })
-  })
 }
 
 async function plainRound(image: string, round: number): Promise<RoundResult> {
@@ -401,32 +174,13 @@ function phaseBreakdown(fglab: FakeFglab, svc: Service, r: RoundResult): Phases 
 }
 
 // --- main ------------------------------------------------------------------------------------
-function machineDescription(): Record<string, string> {
-  const cpus = os.cpus()
-  let osName = `${os.type()} ${os.release()}`
-  try {
-    const m = /^PRETTY_NAME="?([^"\n]*)"?/m.exec(readFileSync('/etc/os-release', 'utf8'))
-    if (m) osName = `${m[1]} (kernel ${os.release()})`
-  } catch {
-    // not Linux
-  }
-  return {
-    node: process.version,
-    docker: dockerQuiet(['version', '--format', 'server {{.Server.Version}}, client {{.Client.Version}}']) || 'unknown',
-    'storage driver': dockerQuiet(['info', '--format', '{{.Driver}}, cgroup {{.CgroupDriver}} v{{.CgroupVersion}}']) || 'unknown',
-    cpu: `${cpus[0]?.model ?? 'unknown'} × ${cpus.length} (os.availableParallelism ${os.availableParallelism()})`,
-    memory: `${(os.totalmem() / 2 ** 30).toFixed(1)} GiB`,
-    os: osName,
-  }
-}
-
 async function main(): Promise<number> {
   if (EXPERIMENTS < 1 || CONCURRENCY < 1 || ROUNDS < 1) throw new Error('BENCH_EXPERIMENTS, BENCH_CONCURRENCY and BENCH_ROUNDS must be at least 1')
   buildIfNeeded()
   const image = ensureBusyboxImage()
   const fglab = new FakeFglab()
   await fglab.start()
-  const svc = await startService(fglab, 'service', 'warn')
+  const svc = await startService(fglab, { name: 'service', logLevel: 'warn', projects, ready: { project: PROJECT, capacity: 10 } })
   const startRssKb = procStatusKb(svc.pid, 'VmRSS')
   const env = machineDescription()
   process.stderr.write(
@@ -462,7 +216,7 @@ async function main(): Promise<number> {
 
   let phases: Phases | undefined
   if (PHASES) {
-    const traced = await startService(fglab, 'traced', 'info')
+    const traced = await startService(fglab, { name: 'traced', logLevel: 'info', projects, ready: { project: PROJECT, capacity: 10 } })
     try {
       const r = await serviceRound(fglab, traced)
       lost.push(...r.lost.map((l) => `(traced round) ${l}`))
@@ -518,14 +272,4 @@ async function main(): Promise<number> {
   return lost.length ? 1 : 0
 }
 
-main().then(
-  (code) => {
-    cleanup()
-    process.exit(code)
-  },
-  (err: unknown) => {
-    process.stderr.write(`bench: FAILED: ${(err as Error).stack ?? String(err)}\n`)
-    cleanup()
-    process.exit(2)
-  },
-)
+runBench('bench', main)

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs'
 import path from 'node:path'
 import { z } from 'zod'
-import { parseDockerHost } from './docker/docker-container-client.js'
+import { parseDockerHost } from './docker/docker-host.js'
 import { parseOverride } from './gpu/discovery.js'
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
@@ -73,6 +73,10 @@ const EnvSchema = z.object({
     .number({ error: 'FGMACHINE_OUTBOX_MAX_MB must be a number of megabytes' })
     .positive('FGMACHINE_OUTBOX_MAX_MB must be a number of megabytes, more than 0')
     .default(64),
+  FGMACHINE_MAX_FILE_MB: z.coerce
+    .number({ error: 'FGMACHINE_MAX_FILE_MB must be a number of megabytes' })
+    .positive('FGMACHINE_MAX_FILE_MB must be a number of megabytes, more than 0')
+    .default(8192),
   FGMACHINE_KILL_GRACE_S: z.coerce
     .number({ error: 'FGMACHINE_KILL_GRACE_S must be a number of seconds' })
     .min(0, 'FGMACHINE_KILL_GRACE_S must be a number of seconds, 0 or more')
@@ -104,6 +108,8 @@ export interface Config {
   pullStallMs: number
   /** Past this many bytes of reports waiting for FGLab, no new experiments are taken. */
   outboxMaxBytes: number
+  /** Results files larger than this are not sent (the folder is kept, the experiment says why). */
+  maxFileBytes: number
 }
 
 export class ConfigError extends Error {
@@ -162,6 +168,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     token: e.FGMACHINE_TOKEN,
     pullStallMs: Math.round(e.FGMACHINE_PULL_STALL_S * 1000),
     outboxMaxBytes: Math.round(e.FGMACHINE_OUTBOX_MAX_MB * 1024 * 1024),
+    maxFileBytes: Math.round(e.FGMACHINE_MAX_FILE_MB * 1024 * 1024),
   }
 }
 

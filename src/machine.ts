@@ -7,7 +7,8 @@ import type { ContainerClient } from './docker/container-client.js'
 import { DockerContainerClient } from './docker/docker-container-client.js'
 import { detectHostPaths, HostPaths } from './docker/host-paths.js'
 import { FglabClient } from './fglab/client.js'
-import { Outbox, type OutboxOptions } from './fglab/outbox.js'
+import { Delivery } from './fglab/delivery.js'
+import { Outbox } from './fglab/outbox.js'
 import { Registration } from './fglab/registration.js'
 import { machineSpecs } from './fglab/specs.js'
 import { LogHub } from './logs/log-hub.js'
@@ -17,8 +18,10 @@ import { ExperimentManager } from './runner/experiment-manager.js'
 import { ProcessRuntime } from './runner/process-runtime.js'
 import { Scheduler } from './scheduler/scheduler.js'
 import { realSleep, retry, type Backoff, type Sleep } from './util/retry.js'
-import { OutboxStore } from './fglab/outbox-store.js'
 import { Journal } from './runner/journal.js'
+import { Ledgers } from './results/ledger.js'
+import { realClock, type Clock } from './util/clock.js'
+import { nodeDisk, type Disk } from './util/disk.js'
 import { discoverGpus, UNKNOWN_UUID_PREFIX, type NvidiaSmi } from './gpu/discovery.js'
 import type { GpuDevice } from './gpu/nvidia-smi.js'
 
@@ -34,6 +37,12 @@ export interface MachineOptions {
   orphanGraceMs?: number
   /** How nvidia-smi is run (tests put a stand-in here or on PATH). */
   nvidiaSmi?: NvidiaSmi
+  /** Time for the runner's timeouts and waits (tests run it fast). */
+  clock?: Clock
+  /** Where FGMachine's own state is written (tests: one that fails). */
+  disk?: Disk
+  /** When FGLab's same 5xx answer for one report means "refused" (see fglab/delivery.ts). */
+  refused?: { after?: number; spanMs?: number }
 }
 
 export interface Machine {
@@ -64,12 +73,27 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
     backoff: opts.backoff,
     sleep: opts.sleep,
   })
-  const outboxOpts: OutboxOptions = { maxBytes: config.outboxMaxBytes }
-  if (opts.backoff) outboxOpts.backoff = opts.backoff
-  if (opts.sleep) outboxOpts.sleep = opts.sleep
-  outboxOpts.store = new OutboxStore(path.join(config.dataDir, 'outbox'), log.child({ component: 'outbox' }))
-  const outbox = new Outbox(client, log.child({ component: 'outbox' }), outboxOpts)
-  const journal = new Journal(path.join(config.dataDir, 'experiments'), log.child({ component: 'journal' }))
+  const disk = opts.disk ?? nodeDisk
+  const clock = opts.clock ?? realClock
+  const outboxLog = log.child({ component: 'outbox' })
+  const ledgers = new Ledgers(disk, path.join(config.dataDir, 'experiments'), outboxLog)
+  const delivery = new Delivery(client, outboxLog, {
+    backoff: opts.backoff,
+    sleep: opts.sleep,
+    refusedAfter: opts.refused?.after,
+    refusedSpanMs: opts.refused?.spanMs,
+  })
+  const outbox = new Outbox({
+    dir: path.join(config.dataDir, 'outbox'),
+    disk,
+    client,
+    delivery,
+    ledgers,
+    log: outboxLog,
+    maxBytes: config.outboxMaxBytes,
+    maxFileBytes: config.maxFileBytes,
+  })
+  const journal = new Journal(disk, path.join(config.dataDir, 'experiments'), log.child({ component: 'journal' }))
   const stopping = new AbortController()
   const projects = new ProjectStore(config.projectsPath, log.child({ component: 'projects' }), process.cwd(), loadTemplate(config.templatePath))
   const scheduler = new Scheduler(gpus.map((g) => g.index))
@@ -85,12 +109,14 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
     scheduler,
     logHub,
     outbox,
+    ledgers,
     journal,
     runtimes: {
-      docker: new DockerRuntime(docker, log.child({ component: 'docker' }), (p) => hostPaths.toHost(p) ?? p, stopping.signal, gpuDeviceId(gpus)),
+      docker: new DockerRuntime(docker, log.child({ component: 'docker' }), (p) => hostPaths.toHost(p) ?? p, stopping.signal, gpuDeviceId(gpus), clock),
       process: new ProcessRuntime(),
     },
     log: log.child({ component: 'experiments' }),
+    clock,
     machineId: () => registration.machineId,
     killGraceMs: config.killGraceMs,
     resultsStableMs: opts.resultsStableMs,
@@ -140,8 +166,8 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
       await projects.reload()
       await projects.watch()
       // Before the first request: reports left unsent, experiments left running.
-      outbox.restore()
-      experiments.recover()
+      await outbox.restore()
+      await experiments.recover()
       void checkDocker(docker, projects, log)
       const reconcile = () => void experiments.reconcile(registration.machineId, opts.orphanGraceMs ?? 60_000)
       reconcile()

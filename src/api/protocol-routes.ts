@@ -38,7 +38,7 @@ export function protocolRoutes(app: FastifyInstance, deps: ProtocolDeps): void {
     const projectId = projectIdFrom(req.params)
     const body = req.body
     if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new BadRequestError('body must be a JSON object of options with _id')
-    deps.experiments.start(projectId, body as Record<string, unknown>, deps.projects.get(projectId))
+    await deps.experiments.start(projectId, body as Record<string, unknown>, deps.projects.get(projectId))
     return body
   })
 

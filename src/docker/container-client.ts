@@ -1,5 +1,3 @@
-import type { Readable } from 'node:stream'
-
 /** What FGMachine asks of Docker when it creates an experiment's container. */
 export interface ContainerSpec {
   name: string
@@ -20,11 +18,10 @@ export interface ContainerSpec {
   gpuDeviceIds?: string[]
 }
 
+/** A container's output, read once: each piece of stdout or stderr to `onData` as it comes. */
 export interface ContainerOutput {
-  stdout: Readable
-  stderr: Readable
-  /** Resolves when Docker closed the output stream (the container ended). */
-  ended: Promise<void>
+  /** Resolves when Docker closed the output stream (the container ended, or Docker went away). */
+  read(onData: (stream: 'stdout' | 'stderr', data: Buffer) => void): Promise<void>
 }
 
 export interface ContainerExit {

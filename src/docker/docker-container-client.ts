@@ -1,11 +1,9 @@
-import { existsSync, readFileSync } from 'node:fs'
-import os from 'node:os'
-import path from 'node:path'
-import { PassThrough } from 'node:stream'
-import { finished } from 'node:stream/promises'
+import type { Readable } from 'node:stream'
 import Docker from 'dockerode'
+import { demux } from './demux.js'
+import { dockerOptions } from './docker-host.js'
+import { dockerError, pullImage } from './image-pull.js'
 import {
-  DockerError,
   type ContainerClient,
   type ContainerDetails,
   type ContainerExit,
@@ -14,61 +12,6 @@ import {
   type ContainerSummary,
   type PullProgress,
 } from './container-client.js'
-
-function dockerError(what: string, err: unknown): DockerError {
-  const e = err as { statusCode?: number; json?: { message?: string }; reason?: string; message?: string }
-  const msg = e.json?.message ?? e.message ?? String(err)
-  return new DockerError(`${what}: ${msg.trim()}`, e.statusCode, { cause: err })
-}
-
-/** Where the Docker engine is, from `DOCKER_HOST`, as the docker CLI reads it. */
-export type DockerEndpoint =
-  | { kind: 'socket'; path: string }
-  | { kind: 'tcp'; host: string; port: number | undefined; tls: boolean }
-  | { kind: 'ssh'; host: string; port: number; username: string | undefined }
-
-/**
- * Docker's `DOCKER_HOST` forms: unix:///path (or a bare /path), tcp://host:port
- * (http:// and https:// too), ssh://user@host. Throws an Error saying what is
- * wrong with anything else (config.ts names the variable).
- */
-export function parseDockerHost(dockerHost: string | undefined): DockerEndpoint {
-  const v = dockerHost?.trim()
-  if (!v) return { kind: 'socket', path: '/var/run/docker.sock' }
-  if (v.startsWith('unix://')) return { kind: 'socket', path: v.slice('unix://'.length) || '/var/run/docker.sock' }
-  if (v.startsWith('/')) return { kind: 'socket', path: v }
-  const wrong = new Error(`must be unix:///path/to/docker.sock, tcp://host:port or ssh://user@host, not "${v}"`)
-  let u: URL
-  try {
-    u = new URL(v)
-  } catch {
-    throw wrong
-  }
-  if (!u.hostname) throw wrong
-  if (u.protocol === 'ssh:') return { kind: 'ssh', host: u.hostname, port: Number(u.port || 22), username: u.username ? decodeURIComponent(u.username) : undefined }
-  if (u.protocol === 'tcp:' || u.protocol === 'http:' || u.protocol === 'https:') {
-    return { kind: 'tcp', host: u.hostname, port: u.port ? Number(u.port) : undefined, tls: u.protocol === 'https:' }
-  }
-  throw wrong
-}
-
-/**
- * dockerode's options for `DOCKER_HOST`, as the docker CLI reads it: TCP uses
- * TLS when DOCKER_TLS_VERIFY or DOCKER_TLS is set (or the URL is https://), on
- * port 2376 unless one is given, with the client certificate from
- * DOCKER_CERT_PATH (default ~/.docker).
- */
-export function dockerOptions(dockerHost: string | undefined, env: NodeJS.ProcessEnv = process.env): Docker.DockerOptions {
-  const e = parseDockerHost(dockerHost)
-  if (e.kind === 'socket') return { socketPath: e.path }
-  if (e.kind === 'ssh') return { protocol: 'ssh', host: e.host, port: e.port, username: e.username, sshOptions: { agent: env.SSH_AUTH_SOCK } }
-  const tls = e.tls || Boolean(env.DOCKER_TLS_VERIFY) || Boolean(env.DOCKER_TLS)
-  if (!tls) return { host: e.host, port: e.port ?? 2375, protocol: 'http' }
-  const certs = env.DOCKER_CERT_PATH || path.join(env.HOME ?? os.homedir(), '.docker')
-  const pem = (name: string) => (existsSync(path.join(certs, name)) ? readFileSync(path.join(certs, name)) : undefined)
-  const [ca, cert, key] = [pem('ca.pem'), pem('cert.pem'), pem('key.pem')]
-  return { host: e.host, port: e.port ?? 2376, protocol: 'https', ...(ca && { ca }), ...(cert && key && { cert, key }) }
-}
 
 /** The ContainerClient over dockerode: dockerode's types stop here. */
 export class DockerContainerClient implements ContainerClient {
@@ -116,7 +59,7 @@ export class DockerContainerClient implements ContainerClient {
     let pull = this.#pulls.get(image)
     if (!pull) {
       const listeners = new Set<(p: PullProgress) => void>()
-      const done = this.#pull(image, (p) => listeners.forEach((l) => l(p))).finally(() => this.#pulls.delete(image))
+      const done = pullImage(this.docker, image, this.pullStallMs, (p) => listeners.forEach((l) => l(p))).finally(() => this.#pulls.delete(image))
       pull = { done, listeners }
       this.#pulls.set(image, pull)
     }
@@ -134,55 +77,6 @@ export class DockerContainerClient implements ContainerClient {
     } finally {
       if (onAbort) signal?.removeEventListener('abort', onAbort)
       if (onProgress) pull.listeners.delete(onProgress)
-    }
-  }
-
-  /** Pull, cancelling when nothing comes for `pullStallMs` (a registry that accepts and never answers). */
-  async #pull(image: string, onProgress: (p: PullProgress) => void): Promise<void> {
-    const stallS = Math.round(this.pullStallMs / 1000)
-    const stalled = () => new DockerError(`cannot pull image ${image}: the pull made no progress for ${stallS} s; cancelled`)
-    let stream: NodeJS.ReadableStream | undefined
-    let timer: NodeJS.Timeout | undefined
-    let fail: (err: Error) => void = () => {}
-    const watchdog = new Promise<never>((_, reject) => (fail = reject))
-    watchdog.catch(() => undefined)
-    // Abort the request to Docker even before it answered, so no connection is left waiting
-    // (Docker 20.10 still keeps its own to a silent registry until its own time-out).
-    const cancel = new AbortController()
-    const arm = () => {
-      clearTimeout(timer)
-      timer = setTimeout(() => {
-        cancel.abort()
-        ;(stream as unknown as { destroy?: () => void } | undefined)?.destroy?.()
-        fail(stalled())
-      }, this.pullStallMs)
-    }
-    arm()
-    try {
-      const opened = this.docker.pull(image, { abortSignal: cancel.signal }).then(
-        (s: NodeJS.ReadableStream) => s,
-        (err: unknown) => {
-          throw dockerError(`cannot pull image ${image}`, err)
-        },
-      )
-      stream = await Promise.race([opened, watchdog])
-      const s = stream
-      await Promise.race([
-        watchdog,
-        new Promise<void>((resolve, reject) => {
-          this.docker.modem.followProgress(
-            s,
-            (err: Error | null) => (err ? reject(dockerError(`cannot pull image ${image}`, err)) : resolve()),
-            (event: { status?: string; id?: string; progress?: string; error?: string }) => {
-              arm()
-              if (event.error) return
-              onProgress({ status: event.status ?? '', id: event.id, progress: event.progress })
-            },
-          )
-        }),
-      ])
-    } finally {
-      clearTimeout(timer)
     }
   }
 
@@ -240,17 +134,14 @@ export class DockerContainerClient implements ContainerClient {
   }
 
   #demux(raw: NodeJS.ReadableStream): ContainerOutput {
-    const stdout = new PassThrough()
-    const stderr = new PassThrough()
-    this.docker.modem.demuxStream(raw, stdout, stderr)
-    const ended = finished(raw).then(
-      () => undefined,
-      () => undefined,
-    ).finally(() => {
-      stdout.end()
-      stderr.end()
-    })
-    return { stdout, stderr, ended }
+    let used = false
+    return {
+      read(onData) {
+        if (used) throw new Error('container output is read once')
+        used = true
+        return demux(raw as Readable, onData)
+      },
+    }
   }
 
   async start(id: string): Promise<void> {

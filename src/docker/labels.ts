@@ -1,3 +1,8 @@
+import path from 'node:path'
+import type { RunRecord } from '../runner/journal.js'
+import type { GpuShare } from '../scheduler/scheduler.js'
+import { isObjectId } from '../util/ids.js'
+
 /**
  * The labels that make a container FGMachine's. Containers are found by these,
  * never by name; after a restart they say what each container holds.
@@ -22,14 +27,57 @@ export const LABELS = {
   timeout: 'fgmachine.timeout',
 } as const
 
-export function gpusLabel(gpus: ReadonlyArray<{ index: number; units: number }>): string {
+/** What a container's labels say of its experiment: enough to take it up again with no journal record. */
+export type LabelledRun = Pick<RunRecord, 'id' | 'projectId' | 'lease' | 'resultsDir' | 'keepResults' | 'timeoutS'>
+
+/** The labels of an experiment's container. `runFromLabels` reads them back. */
+export function runLabels(run: LabelledRun, machineId: string | undefined): Record<string, string> {
+  return {
+    [LABELS.managed]: 'true',
+    [LABELS.experiment]: run.id,
+    [LABELS.project]: run.projectId,
+    [LABELS.machine]: machineId ?? '',
+    [LABELS.cpuUnits]: String(run.lease.cpuUnits),
+    [LABELS.gpus]: gpusLabel(run.lease.gpus),
+    [LABELS.results]: run.resultsDir,
+    [LABELS.keepResults]: String(run.keepResults),
+    [LABELS.timeout]: run.timeoutS === undefined ? '' : String(run.timeoutS),
+  }
+}
+
+/**
+ * An experiment from a container's labels, or undefined when they do not make
+ * one (no valid id, a results folder that is not the experiment's own, a lease
+ * that holds nothing). Only what the labels say: the run record around it
+ * (phase, container) is its reader's.
+ */
+export function runFromLabels(labels: Record<string, string>): LabelledRun | undefined {
+  const id = labels[LABELS.experiment]
+  const resultsDir = labels[LABELS.results]
+  const cpuUnits = Number(labels[LABELS.cpuUnits])
+  const gpus = parseGpusLabel(labels[LABELS.gpus] ?? '')
+  if (!isObjectId(id) || !resultsDir || !path.isAbsolute(resultsDir) || path.basename(resultsDir) !== id) return undefined
+  if (!Number.isInteger(cpuUnits) || cpuUnits < 0 || !gpus || (cpuUnits === 0 && gpus.length === 0)) return undefined
+  const projectId = labels[LABELS.project] ?? ''
+  const timeoutS = Number(labels[LABELS.timeout])
+  return {
+    id,
+    projectId,
+    resultsDir,
+    keepResults: labels[LABELS.keepResults] === 'true',
+    timeoutS: timeoutS > 0 ? timeoutS : undefined,
+    lease: { experimentId: id, projectId, cpuUnits, gpus },
+  }
+}
+
+export function gpusLabel(gpus: readonly GpuShare[]): string {
   return gpus.map((g) => `${g.index}:${g.units}`).join(',')
 }
 
 /** The GPUs a `gpus` label holds; undefined when it is not of that form. */
-export function parseGpusLabel(value: string): Array<{ index: number; units: number }> | undefined {
+export function parseGpusLabel(value: string): GpuShare[] | undefined {
   if (value === '') return []
-  const out: Array<{ index: number; units: number }> = []
+  const out: GpuShare[] = []
   for (const part of value.split(',')) {
     const m = /^(\d+):(\d+)$/.exec(part)
     if (!m) return undefined

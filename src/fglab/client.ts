@@ -1,5 +1,5 @@
-import { Agent, FormData, fetch, type Dispatcher } from 'undici'
-import { openAsBlob } from 'node:fs'
+import type { Readable } from 'node:stream'
+import { Agent, request, type Dispatcher } from 'undici'
 
 /** A call to FGLab that did not succeed. */
 export class FglabError extends Error {
@@ -11,18 +11,22 @@ export class FglabError extends Error {
     readonly status: number | undefined,
     /** Whether trying again may succeed (network errors, 5xx, 408, 429, and the credential answers 401/403/407). */
     readonly retryable: boolean,
-    options?: ErrorOptions,
+    options?: ErrorOptions & { answer?: string },
   ) {
     super(message, options)
+    this.answer = options?.answer ?? ''
   }
+
+  /** The start of FGLab's answer (its body), to tell one refusal from another. */
+  readonly answer: string
 }
 
 /**
  * 4xx answers worth trying again. 408/425/429 pass by themselves; 401, 403 and
  * 407 mean FGMachine's credentials (or a proxy's) are wrong, which an operator
  * fixes: dropping the reports meanwhile would lose every result. Any other
- * 4xx (404: the experiment was deleted in FGLab; 413: a proxy's body limit)
- * will not succeed however often it is sent.
+ * 4xx (404, or 413 from a proxy's body limit) will not succeed however often
+ * it is sent.
  */
 const RETRYABLE_STATUS = new Set([401, 403, 407, 408, 425, 429])
 
@@ -30,13 +34,11 @@ export function isRetryable(err: unknown): boolean {
   return err instanceof FglabError ? err.retryable : true
 }
 
-export interface UploadFile {
-  /** Path on disk; streamed, never read whole into memory. */
-  path: string
-  /** File name as FGLab stores it. */
-  name: string
-  /** MIME type. */
-  type: string
+/** A request body made elsewhere (a results file's upload), streamed or whole, of a length known before it is sent. */
+export interface StreamedBody {
+  body: Readable | Buffer
+  length: number
+  contentType: string
 }
 
 export interface MachineSpecs {
@@ -52,14 +54,14 @@ export interface MachineSpecs {
 export interface FglabClientOptions {
   /** FGLab's base URL; credentials in it (`http://user:pass@host`) are sent as basic auth. */
   url: string
-  /** Per-request time limit for headers and body (ms). */
+  /** Time limit for FGLab's answer to begin, and between two pieces of it (ms). */
   timeoutMs?: number
   dispatcher?: Dispatcher
 }
 
 /**
  * The one client for every call FGMachine makes to FGLab (PROTOCOL.md).
- * Each method makes one attempt; retrying is the caller's (the outbox's) job.
+ * Each method makes one attempt; retrying is the caller's job.
  */
 export class FglabClient {
   readonly baseUrl: string
@@ -91,72 +93,112 @@ export class FglabClient {
     return this.#call('PUT', `/api/v1/experiments/${encodeURIComponent(id)}/started`)
   }
 
+  /** `$set` these fields. FGLab's `{"msg": ...}` is not read: it says "error" for every update that worked (PROTOCOL.md). */
   updateExperiment(id: string, fields: Record<string, unknown>): Promise<unknown> {
     return this.#call('PUT', `/api/v1/experiments/${encodeURIComponent(id)}`, fields)
   }
 
-  async uploadFiles(id: string, files: readonly UploadFile[]): Promise<unknown> {
-    const form = new FormData()
-    for (const f of files) form.append('_files', await openAsBlob(f.path, { type: f.type }), f.name)
-    return this.#call('PUT', `/api/v1/experiments/${encodeURIComponent(id)}/files`, form)
+  /** Upload files: a multipart/form-data body, streamed (results/upload.ts makes it). */
+  uploadFiles(id: string, body: StreamedBody): Promise<unknown> {
+    return this.#call('PUT', `/api/v1/experiments/${encodeURIComponent(id)}/files`, body)
   }
 
   experimentFinished(id: string): Promise<unknown> {
     return this.#call('PUT', `/api/v1/experiments/${encodeURIComponent(id)}/finished`)
   }
 
+  /**
+   * Whether FGLab still has this experiment. FGLab answers 200 with the
+   * document, or 200 with an empty body once it was deleted (never 404).
+   */
+  async experimentExists(id: string): Promise<boolean> {
+    // Only the start of the answer is read: the document may be megabytes of charts.
+    const start = await this.#call('GET', `/api/v1/experiments/${encodeURIComponent(id)}`, undefined, 16)
+    const text = String(start ?? '').trim()
+    return text !== '' && text !== 'null'
+  }
+
   /** Is FGLab answering at all? Any HTTP answer counts; only a failure to connect (or a time-out) does not: it throws. */
   async ping(timeoutMs = 3000): Promise<void> {
     try {
-      const res = await fetch(this.baseUrl + '/', {
+      const res = await request(this.baseUrl + '/', {
         method: 'HEAD',
         headers: this.#auth ? { authorization: this.#auth } : {},
         dispatcher: this.#dispatcher,
         signal: AbortSignal.timeout(timeoutMs),
       })
-      await res.body?.cancel()
+      await res.body.dump()
     } catch (err) {
-      const cause = (err as Error & { cause?: Error }).cause
-      throw new FglabError(`FGLab unreachable (${cause?.message ?? (err as Error).message})`, undefined, true, { cause: err })
+      throw new FglabError(`FGLab unreachable (${describe(err)})`, undefined, true, { cause: err })
     }
   }
 
-  /** Let go of connections; requests still in flight are cancelled (their reports stay in the outbox). */
+  /** Let go of connections; requests still in flight are cancelled (their reports stay queued). */
   async close(): Promise<void> {
     await this.#dispatcher.destroy()
   }
 
-  async #call(method: string, path: string, body?: unknown): Promise<unknown> {
+  /** One request; its answer parsed as JSON (or text). With `peekBytes`, only that much of a 2xx answer is read, as text. */
+  async #call(method: Dispatcher.HttpMethod, path: string, body?: unknown, peekBytes?: number): Promise<unknown> {
     const headers: Record<string, string> = {}
     if (this.#auth) headers.authorization = this.#auth
-    let payload: string | FormData | undefined
-    if (body instanceof FormData) payload = body
-    else if (body !== undefined) {
+    let payload: string | Buffer | Readable | undefined
+    if (isStreamed(body)) {
+      headers['content-type'] = body.contentType
+      headers['content-length'] = String(body.length)
+      payload = body.body
+    } else if (body !== undefined) {
       headers['content-type'] = 'application/json'
       payload = JSON.stringify(body)
     }
     const what = `${method} ${path}`
-    let res
+    let status: number
+    let text: string
     try {
-      res = await fetch(this.baseUrl + path, { method, headers, body: payload, dispatcher: this.#dispatcher })
+      const res = await request(this.baseUrl + path, { method, headers, body: payload, dispatcher: this.#dispatcher })
+      status = res.statusCode
+      text = peekBytes !== undefined && status >= 200 && status < 300 ? await peek(res.body, peekBytes) : await res.body.text()
     } catch (err) {
-      const cause = (err as Error & { cause?: Error }).cause
-      if (cause?.name === 'NotReadableError' || (err as Error).name === 'NotReadableError') {
-        // The file changed while it was being streamed: not FGLab's doing. Sent again, whole, on the next try.
-        throw new FglabError(`${what}: the file changed while it was being uploaded; it is sent again`, undefined, true, { cause: err })
+      const failed = isStreamed(body) && !Buffer.isBuffer(body.body) ? body.body.errored : null
+      if (failed) {
+        // The file could not be read to its end (it changed while it was sent): not FGLab's doing.
+        throw new FglabError(`${what}: ${failed.message}; it is sent again`, undefined, true, { cause: err })
       }
-      throw new FglabError(`${what}: FGLab unreachable (${cause?.message ?? (err as Error).message})`, undefined, true, { cause: err })
+      throw new FglabError(`${what}: FGLab unreachable (${describe(err)})`, undefined, true, { cause: err })
     }
-    const text = await res.text().catch(() => '')
-    if (!res.ok) {
-      const retryable = res.status >= 500 || RETRYABLE_STATUS.has(res.status)
-      throw new FglabError(`${what}: FGLab answered ${res.status} ${text.slice(0, 200)}`, res.status, retryable)
+    if (status < 200 || status >= 300) {
+      const retryable = status >= 500 || RETRYABLE_STATUS.has(status)
+      const answer = text.slice(0, 200)
+      throw new FglabError(`${what}: FGLab answered ${status} ${answer}`, status, retryable, { answer })
     }
     if (text === '') return undefined
+    if (peekBytes !== undefined) return text
     try {
       return JSON.parse(text)
     } catch {
       return text
     }
   }
+}
+
+/** The first `n` bytes of an answer (or fewer), as text; the rest is read and dropped. */
+async function peek(body: Dispatcher.ResponseData['body'], n: number): Promise<string> {
+  const chunks: Buffer[] = []
+  let got = 0
+  for await (const chunk of body) {
+    if (got < n) {
+      chunks.push(chunk as Buffer)
+      got += (chunk as Buffer).length
+    }
+  }
+  return Buffer.concat(chunks).subarray(0, n).toString()
+}
+
+function isStreamed(body: unknown): body is StreamedBody {
+  return typeof body === 'object' && body !== null && 'contentType' in body && 'length' in body
+}
+
+function describe(err: unknown): string {
+  const e = err as Error & { cause?: Error; code?: string }
+  return e.cause?.message ?? (e.code ? `${e.code}: ${e.message}` : e.message)
 }

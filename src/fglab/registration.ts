@@ -1,9 +1,8 @@
-import { mkdir, readFile } from 'node:fs/promises'
-import path from 'node:path'
+import { readFile } from 'node:fs/promises'
 import type { Logger } from 'pino'
 import { isRetryable, type FglabClient, type MachineSpecs } from './client.js'
 import { retry, type Backoff, type Sleep } from '../util/retry.js'
-import { writeFileDurably } from '../util/durable.js'
+import { nodeDisk } from '../util/disk.js'
 import { isObjectId } from '../util/ids.js'
 
 export interface RegistrationOptions {
@@ -92,8 +91,7 @@ export class Registration {
     try {
       const doc = await retry(() => this.opts.client.registerMachine(specs), this.#retryOpts('registering with FGLab'))
       if (!doc || !isObjectId(doc._id)) throw new Error(`FGLab's answer has no machine _id: ${JSON.stringify(doc).slice(0, 200)}`)
-      await mkdir(path.dirname(this.opts.specsFile), { recursive: true })
-      writeFileDurably(this.opts.specsFile, JSON.stringify(doc, null, 2) + '\n')
+      await nodeDisk.writeAtomic(this.opts.specsFile, JSON.stringify(doc, null, 2) + '\n')
       this.#machineId = doc._id
       this.opts.log.info({ machineId: doc._id, specsFile: this.opts.specsFile }, 'registered with FGLab')
       return doc._id

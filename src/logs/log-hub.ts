@@ -1,3 +1,5 @@
+import { Backlog } from './backlog.js'
+
 export type Stream = 'stdout' | 'stderr'
 
 export interface LogChunk {
@@ -18,48 +20,42 @@ export interface LogHubOptions {
   backlogLines?: number
   /** …or at least this many bytes, whichever holds more. */
   backlogBytes?: number
-  /** Never more than this many bytes, whatever the line count. */
+  /** Never more than this many bytes per experiment, whatever the line count. */
   backlogHardBytes?: number
+  /** Never more than this many bytes for all running experiments together (each keeps at least 64 KiB). */
+  liveBytes?: number
   /** How many ended experiments keep their backlog for late viewers… */
   keepEnded?: number
   /** …within this many bytes all together (each is first cut to `backlogBytes`). */
   keepEndedBytes?: number
 }
 
-/** Pieces of one unfinished line are merged into backlog entries of up to this many characters. */
-const MERGE_CHARS = 16 * 1024
-/** And never more entries than this (at least 10,000 lines' worth; output alternating between the streams defeats merging). */
-const MAX_CHUNKS = 20_000
-
-class Backlog {
-  /** chunks[head..] is the backlog; the dead prefix is compacted now and then (shift() is O(n)). */
-  chunks: LogChunk[] = []
-  head = 0
-  lines = 0
-  bytes = 0
-  ended = false
+interface Log {
+  backlog: Backlog
+  ended: boolean
   /** Ended and pushed out of the kept set: goes as soon as nobody watches. */
-  expired = false
-  subscribers = new Set<LogSubscriber>()
+  expired: boolean
+  subscribers: Set<LogSubscriber>
 }
 
-function countLines(text: string): number {
-  let n = 0
-  for (let i = text.indexOf('\n'); i !== -1; i = text.indexOf('\n', i + 1)) n++
-  return n || 1
-}
+/** Each running experiment keeps at least this much however many run. */
+const LIVE_FLOOR = 64 * 1024
 
 /**
- * Per-experiment output: a bounded backlog for late subscribers and fan-out to
- * live ones. Publishing never waits for a subscriber; one that falls behind is
- * dropped rather than buffered without bound.
+ * Per-experiment output: a bounded backlog of bytes for late subscribers, and
+ * fan-out to live ones. Output is kept as bytes and decoded only for someone
+ * watching, so a flood nobody watches costs a copy into the backlog and
+ * nothing else. Publishing never waits for a subscriber; one that falls
+ * behind is dropped rather than buffered without bound.
  */
 export class LogHub {
-  #logs = new Map<string, Backlog>()
+  #logs = new Map<string, Log>()
   #ended: string[] = []
+  #live = 0
   readonly #lines: number
   readonly #bytes: number
   readonly #hardBytes: number
+  readonly #liveBytes: number
   readonly #keepEnded: number
   readonly #keepEndedBytes: number
 
@@ -67,27 +63,22 @@ export class LogHub {
     this.#lines = opts.backlogLines ?? 10_000
     this.#bytes = opts.backlogBytes ?? 1024 * 1024
     this.#hardBytes = opts.backlogHardBytes ?? 4 * 1024 * 1024
+    this.#liveBytes = opts.liveBytes ?? 32 * 1024 * 1024
     this.#keepEnded = opts.keepEnded ?? 50
-    this.#keepEndedBytes = opts.keepEndedBytes ?? 32 * 1024 * 1024
+    this.#keepEndedBytes = opts.keepEndedBytes ?? 16 * 1024 * 1024
   }
 
-  publish(experimentId: string, stream: Stream, text: string): void {
-    if (text === '') return
+  /** Output of an experiment: bytes that end on a whole UTF-8 character (see Utf8Chunks), or text. */
+  publish(experimentId: string, stream: Stream, data: Buffer | string): void {
+    if (data.length === 0) return
     const log = this.#get(experimentId)
-    const chunk = { stream, text }
-    const last = log.chunks.length > log.head ? log.chunks[log.chunks.length - 1]! : undefined
-    if (last && last.stream === stream && !last.text.endsWith('\n') && last.text.length + text.length <= MERGE_CHARS) {
-      // A line written in many small pieces makes one backlog entry, not thousands of objects
-      // (live viewers still get each piece as it comes).
-      log.lines -= countLines(last.text)
-      last.text += text
-      log.lines += countLines(last.text)
-    } else {
-      log.chunks.push({ stream, text })
-      log.lines += countLines(text)
-    }
-    log.bytes += Buffer.byteLength(text)
-    this.#trim(log)
+    const bytes = typeof data === 'string' ? Buffer.from(data) : data
+    // Running experiments share `liveBytes`: each is held to its share, and never under the floor.
+    const share = log.ended ? this.#bytes : Math.max(LIVE_FLOOR, Math.min(this.#hardBytes, Math.floor(this.#liveBytes / Math.max(1, this.#live))))
+    log.backlog.append(stream, bytes, share)
+    log.backlog.trim(this.#lines, this.#bytes, share)
+    if (log.subscribers.size === 0) return
+    const chunk = { stream, text: typeof data === 'string' ? data : data.toString('utf8') }
     for (const sub of log.subscribers) {
       if (!sub.send(chunk)) {
         log.subscribers.delete(sub)
@@ -99,9 +90,10 @@ export class LogHub {
   /** Send the backlog, then every new chunk, to `sub`. Returns the unsubscribe function. */
   subscribe(experimentId: string, sub: LogSubscriber): () => void {
     const log = this.#get(experimentId)
-    for (let i = log.head; i < log.chunks.length; i++) {
-      if (!sub.send(log.chunks[i]!)) {
+    for (const chunk of log.backlog.chunks()) {
+      if (!sub.send(chunk)) {
         sub.drop('subscriber fell behind')
+        this.#forgetIfUnused(experimentId, log)
         return () => {}
       }
     }
@@ -120,15 +112,16 @@ export class LogHub {
     const log = this.#logs.get(experimentId)
     if (!log || log.ended) return
     log.ended = true
-    this.#trim(log, this.#bytes)
+    this.#live--
+    log.backlog.trim(this.#lines, this.#bytes, this.#bytes)
     this.#ended.push(experimentId)
     let total = 0
-    for (const id of this.#ended) total += this.#logs.get(id)?.bytes ?? 0
+    for (const id of this.#ended) total += this.#logs.get(id)?.backlog.bytes ?? 0
     while (this.#ended.length > this.#keepEnded || (this.#ended.length > 1 && total > this.#keepEndedBytes)) {
       const old = this.#ended.shift()!
       const l = this.#logs.get(old)
       if (l) {
-        total -= l.bytes
+        total -= l.backlog.bytes
         l.expired = true
         this.#forgetIfUnused(old, l)
       }
@@ -136,43 +129,37 @@ export class LogHub {
   }
 
   /** Drop a backlog nobody needs: expired and unwatched, or never written to and unwatched. */
-  #forgetIfUnused(id: string, log: Backlog): void {
+  #forgetIfUnused(id: string, log: Log): void {
     if (log.subscribers.size > 0 || this.#logs.get(id) !== log) return
-    if (log.expired || (!log.ended && log.chunks.length === log.head)) this.#logs.delete(id)
+    if (log.expired || (!log.ended && log.backlog.bytes === 0)) {
+      this.#logs.delete(id)
+      if (!log.ended) this.#live--
+    }
   }
 
-  backlog(experimentId: string): readonly LogChunk[] {
-    const log = this.#logs.get(experimentId)
-    return log ? log.chunks.slice(log.head) : []
+  backlog(experimentId: string): LogChunk[] {
+    return [...(this.#logs.get(experimentId)?.backlog.chunks() ?? [])]
   }
 
   stats(experimentId: string): { lines: number; bytes: number; subscribers: number } | undefined {
     const l = this.#logs.get(experimentId)
-    return l && { lines: l.lines, bytes: l.bytes, subscribers: l.subscribers.size }
+    return l && { lines: l.backlog.lines, bytes: l.backlog.bytes, subscribers: l.subscribers.size }
   }
 
-  #get(id: string): Backlog {
+  /** Bytes held in every backlog together. */
+  totalBytes(): number {
+    let n = 0
+    for (const l of this.#logs.values()) n += l.backlog.bytes
+    return n
+  }
+
+  #get(id: string): Log {
     let log = this.#logs.get(id)
     if (!log) {
-      log = new Backlog()
+      log = { backlog: new Backlog(), ended: false, expired: false, subscribers: new Set() }
       this.#logs.set(id, log)
+      this.#live++
     }
     return log
-  }
-
-  /** Drop the oldest chunks while both soft bounds are exceeded, or the hard one is (`hardBytes`, normally the configured cap). */
-  #trim(log: Backlog, hardBytes = this.#hardBytes): void {
-    while (log.chunks.length - log.head > 1) {
-      const over = (log.lines > this.#lines && log.bytes > this.#bytes) || log.bytes > hardBytes || log.chunks.length - log.head > MAX_CHUNKS
-      if (!over) break
-      const old = log.chunks[log.head]!
-      log.head++
-      log.lines -= countLines(old.text)
-      log.bytes -= Buffer.byteLength(old.text)
-    }
-    if (log.head > 1024 && log.head * 2 > log.chunks.length) {
-      log.chunks = log.chunks.slice(log.head)
-      log.head = 0
-    }
   }
 }

@@ -1,10 +1,8 @@
-import { lstat, mkdir, readdir, rm, rmdir, chmod } from 'node:fs/promises'
+import { watch, type Dirent, type FSWatcher } from 'node:fs'
+import { chmod, lstat, mkdir, readdir, rm, rmdir } from 'node:fs/promises'
 import path from 'node:path'
-import { watch, type FSWatcher } from 'chokidar'
 import type { Logger } from 'pino'
-
-/** What was last handed over for sending, per file: re-send only what changed. */
-type Signature = string
+import { signature } from './result-file.js'
 
 export interface ResultsCollectorOptions {
   experimentId: string
@@ -12,54 +10,76 @@ export interface ResultsCollectorOptions {
   dir: string
   /** Called for each file (top level of `dir`) that is new or changed since it was last handed over. */
   onFile: (file: string) => void
+  /** Whether FGLab already has this file in this form (sent before a restart). */
+  sent?: (name: string, sig: string) => boolean
   log: Logger
-  /** How long a file must stay unchanged before a watch event hands it over (ms). */
+  /** How long a file must see no change before the watch hands it over (ms). */
   stableMs?: number
 }
 
 /**
- * Watches one experiment's results folder. The folder is made and the watch
- * is ready *before* the program starts (the original watched for the folder to
- * appear and lost results written before its watcher was up), and a final
- * sweep after the exit hands over whatever the watch has not yet seen.
+ * Watches one experiment's results folder. The folder is made and watched
+ * *before* the program starts (the original watched for the folder to appear
+ * and lost results written before its watcher was up), files already there
+ * are looked at (a restart), and a final sweep after the exit hands over
+ * whatever the watch has not yet seen. The watch is the kernel's (inotify):
+ * one for the folder, and a file is looked at once it has been quiet for
+ * `stableMs`, however many files are written at once.
  */
 export class ResultsCollector {
   #watcher: FSWatcher | undefined
-  #sent = new Map<string, Signature>()
-  readonly #log: Logger
+  /** What was last handed over, per file name: only a change is handed over again. */
+  #handed = new Map<string, string>()
+  /** Files with news, by name, in the order of their last news: when that was. */
+  #touched = new Map<string, number>()
+  #timer: NodeJS.Timeout | undefined
+  #ticking: Promise<void> | undefined
+  #stopped = false
+  #held = false
+  readonly #stableMs: number
 
   constructor(private readonly opts: ResultsCollectorOptions) {
-    this.#log = opts.log
+    this.#stableMs = opts.stableMs ?? 200
   }
 
   get dir(): string {
     return this.opts.dir
   }
 
-  /** Make the folder (writable by any container user when `openToAll`) and start watching it. */
+  /**
+   * Make the folder (writable by any container user when `openToAll`), watch
+   * it, and look at what is already there. Nothing is handed over until
+   * `release()`: the experiment's start is reported first.
+   */
   async start(openToAll = false): Promise<void> {
     await mkdir(this.opts.dir, { recursive: true })
     if (openToAll) await chmod(this.opts.dir, 0o777)
-    const stableMs = this.opts.stableMs ?? 200
-    const watcher = watch(this.opts.dir, {
-      depth: 0,
-      ignoreInitial: false,
-      awaitWriteFinish: { stabilityThreshold: stableMs, pollInterval: Math.max(20, Math.floor(stableMs / 4)) },
-    })
+    this.#stopped = false
+    this.#held = true
+    const watcher = watch(this.opts.dir, { persistent: false })
     this.#watcher = watcher
-    const onEvent = (file: string) => {
-      if (path.dirname(file) !== this.opts.dir) return
-      void this.#consider(file)
-    }
-    watcher.on('add', onEvent).on('change', onEvent)
-    watcher.on('error', (err) => this.#log.warn({ experimentId: this.opts.experimentId, err }, 'results watcher error; the final sweep will still collect everything'))
-    await new Promise<void>((resolve) => watcher.once('ready', () => resolve()))
+    watcher.on('change', (_event, name) => {
+      if (name) this.#touch(String(name))
+    })
+    watcher.on('error', (err) => this.opts.log.warn({ experimentId: this.opts.experimentId, err: err.message }, 'results watch error; the final sweep will still collect everything'))
+    for (const name of await readdir(this.opts.dir)) this.#touch(name)
   }
 
-  /** Stop watching (FGMachine shuts down; the experiment runs on). */
+  /** Hand files over from now on (see start). */
+  release(): void {
+    this.#held = false
+    if (this.#touched.size > 0 && !this.#timer && !this.#ticking && !this.#stopped) this.#schedule(this.#stableMs)
+  }
+
+  /** Stop watching (the experiment ended, or FGMachine shuts down and leaves it running). */
   async stop(): Promise<void> {
-    await this.#watcher?.close()
+    this.#stopped = true
+    this.#watcher?.close()
     this.#watcher = undefined
+    clearTimeout(this.#timer)
+    this.#timer = undefined
+    this.#touched.clear()
+    await this.#ticking
   }
 
   /** After the exit: stop watching and hand over every file not yet handed over in its current form. */
@@ -69,43 +89,74 @@ export class ResultsCollector {
     try {
       names = await readdir(this.opts.dir)
     } catch (err) {
-      this.#log.warn({ experimentId: this.opts.experimentId, dir: this.opts.dir, err: (err as Error).message }, 'results folder cannot be read')
+      this.opts.log.warn({ experimentId: this.opts.experimentId, dir: this.opts.dir, err: (err as Error).message }, 'results folder cannot be read')
       return
     }
-    for (const name of names.sort()) await this.#consider(path.join(this.opts.dir, name))
+    for (const name of names.sort()) await this.#consider(name)
   }
 
   /**
-   * After everything was sent (the final sweep handed over every regular
-   * file): remove those files, then the folder if nothing else is left in it.
-   * A subfolder or special file, never uploaded, keeps the folder (logged).
-   * Symlinks are removed as links; what they point to is never touched.
+   * After everything was sent: remove the regular files and links, then the
+   * folder if nothing else is left in it. A subfolder or special file, never
+   * uploaded, keeps the folder (logged). What a link points to is never touched.
    */
   async cleanup(): Promise<void> {
-    let names: string[]
+    let entries: Dirent[]
     try {
-      names = await readdir(this.opts.dir)
+      entries = await readdir(this.opts.dir, { withFileTypes: true })
     } catch {
       return
     }
-    for (const name of names) {
-      const file = path.join(this.opts.dir, name)
-      const st = await lstat(file).catch(() => undefined)
-      if (st?.isFile() || st?.isSymbolicLink()) await rm(file, { force: true })
+    const files = entries.filter((e) => e.isFile() || e.isSymbolicLink()).map((e) => path.join(this.opts.dir, e.name))
+    // A few at a time: a folder of 20,000 files goes in a moment, without a flood of open requests.
+    const next = async (): Promise<void> => {
+      for (let file = files.pop(); file !== undefined; file = files.pop()) await rm(file, { force: true })
     }
+    await Promise.all(Array.from({ length: 8 }, next))
     try {
       await rmdir(this.opts.dir)
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code
       if (code === 'ENOTEMPTY' || code === 'EEXIST') {
-        this.#log.info({ experimentId: this.opts.experimentId, dir: this.opts.dir }, 'results folder kept: it holds things that are not uploaded (subfolders or special files)')
+        this.opts.log.info({ experimentId: this.opts.experimentId, dir: this.opts.dir }, 'results folder kept: it holds things that are not uploaded (subfolders or special files)')
       } else if (code !== 'ENOENT') {
-        this.#log.warn({ experimentId: this.opts.experimentId, dir: this.opts.dir, err: (err as Error).message }, 'results folder could not be removed')
+        this.opts.log.warn({ experimentId: this.opts.experimentId, dir: this.opts.dir, err: (err as Error).message }, 'results folder could not be removed')
       }
     }
   }
 
-  async #consider(file: string): Promise<void> {
+  #touch(name: string): void {
+    if (this.#stopped) return
+    this.#touched.delete(name)
+    this.#touched.set(name, Date.now())
+    if (!this.#timer && !this.#ticking && !this.#held) this.#schedule(this.#stableMs)
+  }
+
+  #schedule(ms: number): void {
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined
+      this.#ticking = this.#tick()
+        .catch((err: Error) => this.opts.log.error({ experimentId: this.opts.experimentId, err: err.message }, 'results watch failed; the final sweep will still collect everything'))
+        .finally(() => {
+        this.#ticking = undefined
+        const next = this.#touched.values().next()
+        if (!next.done && !this.#stopped) this.#schedule(Math.max(0, next.value + this.#stableMs - Date.now()))
+      })
+    }, ms)
+    this.#timer.unref()
+  }
+
+  /** Hand over every file that has been quiet long enough (they are in the order of their last news). */
+  async #tick(): Promise<void> {
+    for (const [name, at] of this.#touched) {
+      if (this.#stopped || at + this.#stableMs > Date.now()) return
+      this.#touched.delete(name)
+      await this.#consider(name)
+    }
+  }
+
+  async #consider(name: string): Promise<void> {
+    const file = path.join(this.opts.dir, name)
     let st
     try {
       st = await lstat(file)
@@ -113,18 +164,13 @@ export class ResultsCollector {
       return
     }
     if (!st.isFile()) {
-      if (!st.isDirectory()) this.#log.warn({ experimentId: this.opts.experimentId, file: path.basename(file) }, 'results entry is not a regular file (symlink, socket, FIFO or device); not uploaded')
+      if (!st.isDirectory()) this.opts.log.warn({ experimentId: this.opts.experimentId, file: name }, 'results entry is not a regular file (symlink, socket, FIFO or device); not uploaded')
       return
     }
-    const sig = `${st.size}:${st.mtimeMs}:${st.ino}`
-    if (this.#sent.get(file) === sig) return
-    try {
-      this.opts.onFile(file)
-      // Only once it is handed over: a file that could not be queued is tried again by the final sweep.
-      this.#sent.set(file, sig)
-    } catch (err) {
-      this.#log.error({ experimentId: this.opts.experimentId, file: path.basename(file), err: (err as Error).message }, 'cannot queue a results file for sending (disk full?)')
-    }
+    const sig = signature(st)
+    if (this.#handed.get(name) === sig) return
+    this.#handed.set(name, sig)
+    if (this.opts.sent?.(name, sig)) return
+    this.opts.onFile(file)
   }
-
 }

@@ -7,9 +7,10 @@ import {
   type ContainerSpec,
   type ContainerSummary,
 } from '../docker/container-client.js'
-import { backoffDelay, realSleep } from '../util/retry.js'
-import { LABELS, gpusLabel } from '../docker/labels.js'
-import { pumpText } from './pump.js'
+import { LABELS, runLabels } from '../docker/labels.js'
+import { Utf8Chunks } from '../logs/utf8-chunks.js'
+import { realClock, type Clock } from '../util/clock.js'
+import { backoffDelay } from '../util/retry.js'
 import { KilledBeforeStartError, type ExitInfo, type LaunchSpec, type RunHandle, type Runtime } from './runtime.js'
 
 /** Maps a path FGMachine sees to the path the Docker host sees (identity unless FGMachine runs in a container). */
@@ -39,21 +40,15 @@ export class DockerRuntime implements Runtime {
     private readonly shutdown?: AbortSignal,
     /** How Docker is told which GPU a lease's index means: its UUID where known (see machine.ts). */
     private readonly gpuDeviceId: (index: number) => string = String,
+    private readonly clock: Clock = realClock,
   ) {}
 
   containerSpec(spec: LaunchSpec): ContainerSpec {
     const p = spec.project
-    const labels: Record<string, string> = {
-      [LABELS.managed]: 'true',
-      [LABELS.experiment]: spec.experimentId,
-      [LABELS.project]: p.id,
-      [LABELS.machine]: spec.machineId ?? '',
-      [LABELS.cpuUnits]: String(spec.lease.cpuUnits),
-      [LABELS.gpus]: gpusLabel(spec.lease.gpus),
-      [LABELS.results]: spec.resultsDir,
-      [LABELS.keepResults]: String(p.keep_results),
-      [LABELS.timeout]: p.timeout === undefined ? '' : String(p.timeout),
-    }
+    const labels = runLabels(
+      { id: spec.experimentId, projectId: p.id, lease: spec.lease, resultsDir: spec.resultsDir, keepResults: p.keep_results, timeoutS: p.timeout },
+      spec.machineId,
+    )
     // The GPUs are the lease's and nobody else's: the project's env cannot widen them,
     // and a container without GPUs gets none even where nvidia is the default runtime.
     const env = Object.entries(spec.env).filter(([k]) => !GPU_ENV.has(k))
@@ -107,7 +102,7 @@ export class DockerRuntime implements Runtime {
       const pumped = this.#pump(out, spec)
       await this.docker.start(id)
       log.info({ containerId: id.slice(0, 12), image, gpus: cs.gpuDeviceIds }, 'container started')
-      return this.#handle(id, this.#watch(id, out, pumped, spec), dispose)
+      return this.#handle(id, this.#watch(id, pumped, spec), dispose)
     } catch (err) {
       await dispose().catch(() => undefined)
       throw err
@@ -122,7 +117,7 @@ export class DockerRuntime implements Runtime {
     const out = await this.docker.follow(containerId, tail)
     const pumped = this.#pump(out, spec)
     this.log.info({ experimentId: spec.experimentId, containerId: containerId.slice(0, 12) }, 'container re-adopted')
-    return this.#handle(containerId, this.#watch(containerId, out, pumped, spec), () => this.docker.remove(containerId))
+    return this.#handle(containerId, this.#watch(containerId, pumped, spec), () => this.docker.remove(containerId))
   }
 
   #handle(id: string, exited: Promise<ExitInfo>, dispose: () => Promise<void>): RunHandle {
@@ -164,8 +159,20 @@ export class DockerRuntime implements Runtime {
     return this.#handle(containerId, new Promise<ExitInfo>(() => {}), () => this.docker.remove(containerId))
   }
 
-  #pump(out: ContainerOutput, spec: Pick<LaunchSpec, 'output'>): Promise<unknown> {
-    return Promise.all([pumpText(out.stdout, (t) => spec.output('stdout', t)), pumpText(out.stderr, (t) => spec.output('stderr', t))])
+  /** Hand the container's output on, each stream in pieces that end on whole UTF-8 characters. */
+  #pump(out: ContainerOutput, spec: Pick<LaunchSpec, 'output'>): Promise<void> {
+    const chunks = { stdout: new Utf8Chunks(), stderr: new Utf8Chunks() }
+    return out
+      .read((stream, data) => {
+        const whole = chunks[stream].push(data)
+        if (whole) spec.output(stream, whole)
+      })
+      .finally(() => {
+        for (const stream of ['stdout', 'stderr'] as const) {
+          const rest = chunks[stream].end()
+          if (rest) spec.output(stream, rest)
+        }
+      })
   }
 
   /**
@@ -173,14 +180,17 @@ export class DockerRuntime implements Runtime {
    * restarts, the socket disappears), wait for it to come back and look again:
    * still running → follow it again; ended → how; gone → say so.
    */
-  async #watch(id: string, out: ContainerOutput, pumped: Promise<unknown>, spec: Pick<LaunchSpec, 'experimentId' | 'output' | 'status'>): Promise<ExitInfo> {
+  async #watch(id: string, pumped: Promise<void>, spec: Pick<LaunchSpec, 'experimentId' | 'output' | 'status'>): Promise<ExitInfo> {
     const log = this.log.child({ experimentId: spec.experimentId, containerId: id.slice(0, 12) })
-    let output = { out, pumped }
+    let output = pumped
     let lostDocker = false
     for (;;) {
       try {
         const exit = await this.docker.wait(id)
-        await Promise.race([Promise.all([output.out.ended, output.pumped]), new Promise((r) => setTimeout(r, 5000).unref())])
+        // The output's end follows the exit; not forever if a child the program left holds it open.
+        const late = new AbortController()
+        await Promise.race([output, this.clock.sleep(5000, late.signal).catch(() => undefined)])
+        late.abort()
         // Killed by a signal nobody here sent: a daemon shutting down stops its containers
         // so, and goes away a moment later. Look whether it is still there.
         if (!lostDocker && !exit.oomKilled && (exit.exitCode === 137 || exit.exitCode === 143) && !this.#stopped.has(id)) {
@@ -227,16 +237,16 @@ export class DockerRuntime implements Runtime {
       log.info({ running: details.state.running }, 'Docker is back')
       if (details.state.running) {
         const out = await this.docker.follow(id, 0).catch(() => undefined)
-        if (out) output = { out, pumped: this.#pump(out, spec) }
+        if (out) output = this.#pump(out, spec)
       }
     }
   }
 
   /** Whether Docker stops answering within `windowMs` (a daemon shutting down, after it stopped its containers). */
   async #goesAway(windowMs: number): Promise<boolean> {
-    const until = Date.now() + windowMs
-    while (Date.now() < until) {
-      await realSleep(250)
+    const until = this.clock.now() + windowMs
+    while (this.clock.now() < until) {
+      await this.clock.sleep(250)
       if (!(await this.docker.ping().then(() => true, () => false))) return true
     }
     return false
@@ -250,7 +260,7 @@ export class DockerRuntime implements Runtime {
         await this.docker.ping()
         return
       } catch {
-        await realSleep(backoffDelay(attempt, { baseMs: 500, maxMs: 10_000 }), this.shutdown)
+        await this.clock.sleep(backoffDelay(attempt, { baseMs: 500, maxMs: 10_000 }), this.shutdown)
       }
     }
   }

@@ -1,23 +1,25 @@
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs'
 import path from 'node:path'
 import type { Logger } from 'pino'
 import type { Lease } from '../scheduler/scheduler.js'
-import { writeFileDurably } from '../util/durable.js'
+import type { Disk } from '../util/disk.js'
 import { isObjectId } from '../util/ids.js'
 import type { ExitInfo } from './runtime.js'
 
 /**
  * Where an experiment stands, as far as a restarted FGMachine needs to know:
  * - accepted: capacity reserved, not launched yet (no container, or one never started)
- * - launched: running (a container, or a local process)
- * - exited: ended, `exit` says how; reports not yet queued
- * - reporting: the status and `finished` are in the outbox; the results folder goes once it is empty
+ * - launched: running (a container, or a local process); `started` is queued for FGLab
+ * - exited: ended, `exit` says how (written before its capacity is freed); its last
+ *   results and final reports are being queued
+ * - reporting: everything is queued; the results folder's fate is decided once it has all
+ *   ended. A restart in `exited` or `reporting` does every end step again: each is
+ *   idempotent (the experiment's ledger says what FGLab already has)
  * - done: fully reported, but its container could not be removed: kept so that the
  *   container is removed later, not taken up again from its labels and reported twice
  */
 export type Phase = 'accepted' | 'launched' | 'exited' | 'reporting' | 'done'
 
-export interface ExperimentRecord {
+export interface RunRecord {
   id: string
   projectId: string
   runtime: 'docker' | 'process'
@@ -39,48 +41,43 @@ export interface ExperimentRecord {
   containerLeft?: boolean
 }
 
+const PHASES = new Set<Phase>(['accepted', 'launched', 'exited', 'reporting', 'done'])
+
 /**
  * One small JSON file per experiment this machine holds, in the data folder,
- * written synchronously at each change of phase. With Docker's labels it is
+ * replaced whole (and flushed) at each change. With Docker's labels it is
  * what a restarted FGMachine rebuilds its state from; it goes when the
  * experiment is fully reported.
  */
 export class Journal {
   constructor(
+    private readonly disk: Disk,
     readonly dir: string,
     private readonly log: Logger,
   ) {}
 
-  write(record: ExperimentRecord): void {
-    mkdirSync(this.dir, { recursive: true })
-    const file = path.join(this.dir, `${record.id}.json`)
-    writeFileDurably(file, JSON.stringify(record))
+  write(record: RunRecord): Promise<void> {
+    return this.disk.writeAtomic(path.join(this.dir, `${record.id}.json`), JSON.stringify(record))
   }
 
-  remove(id: string): void {
-    rmSync(path.join(this.dir, `${id}.json`), { force: true })
+  remove(id: string): Promise<void> {
+    return this.disk.remove(path.join(this.dir, `${id}.json`))
   }
 
   /** Every record left by an earlier run. Unreadable ones are logged and set aside (renamed `.bad`). */
-  loadAll(): ExperimentRecord[] {
-    let names: string[]
-    try {
-      names = readdirSync(this.dir)
-    } catch {
-      return []
-    }
-    const records: ExperimentRecord[] = []
-    for (const name of names) {
+  async loadAll(): Promise<RunRecord[]> {
+    const records: RunRecord[] = []
+    for (const name of await this.disk.list(this.dir)) {
       const m = /^([0-9a-f]{24})\.json$/i.exec(name)
       if (!m) continue
       const file = path.join(this.dir, name)
       try {
-        const r = JSON.parse(readFileSync(file, 'utf8')) as ExperimentRecord
-        if (r.id !== m[1] || !isObjectId(r.id) || !r.lease || !r.phase || !r.resultsDir) throw new Error('not an experiment record')
+        const r = JSON.parse((await this.disk.read(file)) ?? '') as RunRecord
+        if (r.id !== m[1] || !isObjectId(r.id) || !r.lease || !PHASES.has(r.phase) || !r.resultsDir) throw new Error('not an experiment record')
         records.push(r)
       } catch (err) {
         this.log.error({ file, err: (err as Error).message }, 'unreadable experiment record set aside')
-        renameSync(file, `${file}.bad`)
+        await this.disk.rename(file, `${file}.bad`).catch(() => undefined)
       }
     }
     return records

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
-import { pumpText } from './pump.js'
+import { pumpOutput } from './pump.js'
 import type { ExitInfo, LaunchSpec, RunHandle, Runtime } from './runtime.js'
 
 /**
@@ -25,8 +25,8 @@ export class ProcessRuntime implements Runtime {
       child.once('error', (err) => reject(new Error(`cannot run ${command}: ${err.message}`)))
     })
     const outputDone = Promise.all([
-      pumpText(child.stdout!, (t) => spec.output('stdout', t)),
-      pumpText(child.stderr!, (t) => spec.output('stderr', t)),
+      pumpOutput(child.stdout!, (b) => spec.output('stdout', b)),
+      pumpOutput(child.stderr!, (b) => spec.output('stderr', b)),
     ])
     const exited = new Promise<ExitInfo>((resolve) => {
       child.once('exit', (code, signal) => {

@@ -14,8 +14,8 @@ export interface LaunchSpec {
   env: Record<string, string>
   lease: Lease
   machineId: string | undefined
-  /** Where the program's output goes, in order, as it comes. */
-  output: (stream: Stream, text: string) => void
+  /** Where the program's output goes, in order, as it comes: bytes ending on whole UTF-8 characters. */
+  output: (stream: Stream, data: Buffer) => void
   /** Progress worth showing the user before the program runs (image pulls). */
   status: (text: string) => void
   /**

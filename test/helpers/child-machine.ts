@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
@@ -6,6 +7,8 @@ const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 export interface ChildMachine {
   url: string
   child: ChildProcess
+  /** Resident memory now, and at its peak so far (VmRSS, VmHWM from /proc), in MB. */
+  rssMb(): { now: number; peak: number }
   /** Parsed log lines so far. */
   lines: Array<Record<string, unknown>>
   /** kill -9: no shutdown, no cleanup, as a crash or an OOM kill. */
@@ -22,6 +25,8 @@ export interface ChildMachineOptions {
   env?: Record<string, string>
   /** Return at once, not when it answers (for tests of its start-up itself). */
   noWait?: boolean
+  /** Run this built entry point (see built-machine.ts) with these node flags, instead of src/ through tsx. */
+  built?: { script: string; nodeArgs: string[] }
 }
 
 /**
@@ -30,7 +35,8 @@ export interface ChildMachineOptions {
  */
 export async function spawnMachine(opts: ChildMachineOptions): Promise<ChildMachine> {
   const url = `http://127.0.0.1:${opts.port}`
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+  const args = opts.built ? [...opts.built.nodeArgs, opts.built.script] : ['--import', 'tsx', 'src/server.ts']
+  const child = spawn(process.execPath, args, {
     cwd: ROOT,
     env: {
       PATH: process.env.PATH,
@@ -84,6 +90,11 @@ export async function spawnMachine(opts: ChildMachineOptions): Promise<ChildMach
   return {
     url,
     child,
+    rssMb() {
+      const status = readFileSync(`/proc/${child.pid}/status`, 'utf8')
+      const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1])
+      return { now: kb('VmRSS') / 1024, peak: kb('VmHWM') / 1024 }
+    },
     lines,
     async crash() {
       child.kill('SIGKILL')

@@ -42,6 +42,7 @@ export function testConfig(fields: Partial<Config> & Pick<Config, 'fglabUrl' | '
     token: undefined,
     pullStallMs: 300_000,
     outboxMaxBytes: 64 * 1024 * 1024,
+    maxFileBytes: 8192 * 1024 * 1024,
     ...fields,
   }
 }

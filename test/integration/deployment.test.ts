@@ -64,7 +64,7 @@ t.test('the example: "Add to Machine" writes a ready project, and an experiment 
   t.match(e.fields._charts, { columnNames: ['train', 'val', 'epoch'], data: { x: 'epoch' } })
   const png = e.files.get('loss.png')
   t.equal(png?.type, 'image/png')
-  t.same(png?.data.subarray(0, 8), Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), 'a PNG')
+  t.same(png?.data?.subarray(0, 8), Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), 'a PNG')
   const stdout = h2.machine.logHub.backlog(id).map((c) => c.text).join('')
   t.match(stdout, /epoch 8\/8 {2}train loss/)
 })

@@ -110,7 +110,7 @@ t.test('every result of 40 experiments that write and exit at once arrives, 10 a
     const e = h.fglab.experiment(id)
     t.equal(e.fields._status, 'success')
     t.same(e.fields._scores, { n }, `scores of ${n}`)
-    t.equal(e.files.get('run.log')?.data.toString(), `log ${n}\n`, `file of ${n}`)
+    t.equal(e.files.get('run.log')?.data?.toString(), `log ${n}\n`, `file of ${n}`)
   })
   t.notOk(ids.some((id) => existsSync(`${h.resultsDir}/${id}`)), 'all results folders removed')
 })
@@ -123,7 +123,7 @@ t.test('keep_results keeps the folder', async (t) => {
   await h.fglab.waitFinished([id])
   await h.machine.experiments.idle()
   t.ok(existsSync(`${h.resultsDir}/${id}/a.txt`))
-  t.equal(h.fglab.experiment(id).files.get('a.txt')?.data.toString(), 'hi\n')
+  t.equal(h.fglab.experiment(id).files.get('a.txt')?.data?.toString(), 'hi\n')
 })
 
 t.test('container settings: env, FGLAB_* variables, working directory, shm_size, labels', async (t) => {
@@ -145,13 +145,13 @@ t.test('container settings: env, FGLAB_* variables, working directory, shm_size,
   t.equal(info.Config.Labels['fgmachine.machine'], h.machine.registration.machineId)
   t.equal(info.Config.Labels['fgmachine.cpu-units'], '1000000')
   await h.fglab.waitFinished([id])
-  const env = h.fglab.experiment(id).files.get('env.txt')?.data.toString() ?? ''
+  const env = h.fglab.experiment(id).files.get('env.txt')?.data?.toString() ?? ''
   t.match(env, 'LR=0.5\n')
   t.match(env, 'NAME=x y\n')
   t.match(env, `FGLAB_EXPERIMENT_ID=${id}\n`)
   t.match(env, 'FGLAB_PROJECT_ID=p\n')
   t.match(env, `FGLAB_RESULTS_DIR=${h.resultsDir}/${id}\n`)
-  t.equal(h.fglab.experiment(id).files.get('pwd.txt')?.data.toString(), '/tmp\n')
+  t.equal(h.fglab.experiment(id).files.get('pwd.txt')?.data?.toString(), '/tmp\n')
 })
 
 t.test('local process mode runs the command as the original does', async (t) => {
@@ -173,8 +173,8 @@ t.test('local process mode runs the command as the original does', async (t) => 
   const e = h.fglab.experiment(id)
   t.equal(e.fields._status, 'success')
   t.same(e.fields._scores, { x: 1 })
-  t.equal(e.files.get('pwd.txt')?.data.toString(), '/tmp\n')
-  t.equal(e.files.get('env.txt')?.data.toString(), '[|yes]\n', 'FGMachine\'s environment, without FGMACHINE_TOKEN')
+  t.equal(e.files.get('pwd.txt')?.data?.toString(), '/tmp\n')
+  t.equal(e.files.get('env.txt')?.data?.toString(), '[|yes]\n', 'FGMachine\'s environment, without FGMACHINE_TOKEN')
   const out = h.machine.logHub.backlog(id)
   t.match(out.filter((c) => c.stream === 'stdout').map((c) => c.text).join(''), `args: -seed 1 -_id ${id}`)
   t.match(out.filter((c) => c.stream === 'stderr').map((c) => c.text).join(''), 'err')

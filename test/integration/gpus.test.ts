@@ -27,7 +27,7 @@ async function release(h: Harness, ids: string[]): Promise<void> {
 }
 
 function seen(h: Harness, id: string): string {
-  return h.fglab.experiment(id).files.get('gpus.txt')?.data.toString().trim() ?? ''
+  return h.fglab.experiment(id).files.get('gpus.txt')?.data?.toString().trim() ?? ''
 }
 
 t.test('gpu_capacity 0.5 on two GPUs: four at once, two per GPU, each seeing only its own as GPU 0', async (t) => {
@@ -95,7 +95,7 @@ t.test('a project without GPUs gets none, even where nvidia is the default runti
   const id = objectId()
   await h.submit('cpu', { _id: id })
   await h.fglab.waitFinished([id])
-  t.equal(h.fglab.experiment(id).files.get('v.txt')?.data.toString(), 'void\n')
+  t.equal(h.fglab.experiment(id).files.get('v.txt')?.data?.toString(), 'void\n')
 })
 
 t.test('FGMACHINE_GPUS picks GPUs by index or UUID; "none" hands out none', async (t) => {
@@ -125,7 +125,7 @@ t.test('local process GPU projects get gpu_command and the host index', async (t
   const id = objectId()
   await h.submit('local', { _id: id })
   await h.fglab.waitFinished([id])
-  t.equal(h.fglab.experiment(id).files.get('args.txt')?.data.toString(), `_id ${id} -gpu 1\n`)
+  t.equal(h.fglab.experiment(id).files.get('args.txt')?.data?.toString(), `_id ${id} -gpu 1\n`)
 })
 
 t.test('the container gets the NVIDIA device request', async (t) => {

@@ -50,7 +50,7 @@ function containersOf(h: Harness): string[] {
 /** Every byte the fake FGLab received for one experiment: file contents and JSON fields. */
 function received(h: Harness, id: string): string[] {
   const e = h.fglab.experiment(id)
-  return [...[...e.files.values()].map((f) => f.data.toString()), JSON.stringify(e.fields)]
+  return [...[...e.files.values()].map((f) => String(f.data)), JSON.stringify(e.fields)]
 }
 
 const post = (h: Harness, p: string, body: string | undefined, headers: Record<string, string> = { 'content-type': 'application/json' }) =>
@@ -122,7 +122,7 @@ t.test('symlinks, a FIFO and a socket in the results folder are skipped, never f
   const e = h.fglab.experiment(id)
   t.equal(e.fields._status, 'success', 'the experiment still ends success')
   t.same([...e.files.keys()], ['normal.txt'], 'only the normal file is uploaded')
-  t.equal(e.files.get('normal.txt')?.data.toString(), 'a normal result\n')
+  t.equal(e.files.get('normal.txt')?.data?.toString(), 'a normal result\n')
   t.same(e.fields._scores, { ok: 1 }, 'the normal JSON file is sent')
   t.equal(e.fields.stolen, undefined, 'a symlinked JSON file is not read')
   for (const data of received(h, id)) {
@@ -195,7 +195,7 @@ t.test(
     const e = h.fglab.experiment(id)
     t.equal(e.fields._status, 'success')
     t.equal(e.fields.stolen, undefined, 'a JSON file swapped for a symlink is not read through it')
-    t.notOk([...e.files.values()].some((f) => f.data.toString() === SECRET), 'a file swapped for a symlink is not uploaded through it')
+    t.notOk([...e.files.values()].some((f) => String(f.data) === SECRET), 'a file swapped for a symlink is not uploaded through it')
     t.equal(readFileSync(path.join(outside, 'secret.txt'), 'utf8'), SECRET, 'the target survives cleanup')
   },
 )
@@ -312,7 +312,7 @@ t.test('encoded ids and path traversal get 400 before anything touches the file 
   t.equal((await h.submit('p', { _id: id })).status, 200)
   await h.fglab.waitFinished([id], 20_000)
   await h.machine.experiments.idle()
-  t.equal(h.fglab.experiment(id).files.get('ran.txt')?.data.toString(), 'ran\n')
+  t.equal(h.fglab.experiment(id).files.get('ran.txt')?.data?.toString(), 'ran\n')
   t.same(tree(h.resultsDir), [], 'no stray entries in the results tree afterwards')
 })
 

@@ -93,7 +93,7 @@ t.test('the image, run the seed\'s way, runs experiments as sibling containers w
     const e = fglab.experiment(id)
     t.equal(e.fields._status, 'success')
     t.same(e.fields._scores, { acc: n })
-    t.equal(e.files.get('where.txt')?.data.toString(), `seen at /data/results/${id}\n`, 'the experiment sees its results at the results path')
+    t.equal(e.files.get('where.txt')?.data?.toString(), `seen at /data/results/${id}\n`, 'the experiment sees its results at the results path')
   }
   await until(() => readdirSync(path.join(hostData, 'results')).length === 0, 10_000, 'results folders removed')
 

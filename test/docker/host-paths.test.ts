@@ -96,7 +96,7 @@ t.test('an engine that fails or hangs when asked: undetermined, and every path r
 })
 
 t.test('dockerOptions: sockets, TCP with TLS as the docker CLI decides it, SSH', async (t) => {
-  const { dockerOptions } = await import('../../src/docker/docker-container-client.js')
+  const { dockerOptions } = await import('../../src/docker/docker-host.js')
   const home = mkdtempSync(path.join(os.tmpdir(), 'fgm-home-'))
   t.teardown(() => rmSync(home, { recursive: true, force: true }))
   const none = { HOME: home }

@@ -259,3 +259,35 @@ t.test('a line written a byte at a time is one backlog entry; the number of entr
   for (let i = 0; i < 30_000; i++) flood.publish(A, i % 2 ? 'stdout' : 'stderr', 'x')
   t.equal(flood.backlog(A).length, 20_000, 'alternating streams cannot grow it past 20,000 entries')
 })
+
+t.test('output published as bytes is copied (the reader may reuse its buffer) and decoded only for viewers', async (t) => {
+  const hub = new LogHub()
+  const buf = Buffer.from('héllo wörld\n')
+  hub.publish(A, 'stdout', buf)
+  buf.fill(0x41)
+  t.strictSame(texts(hub.backlog(A)), ['héllo wörld\n'], 'the backlog holds its own copy')
+  t.equal(hub.stats(A)?.bytes, Buffer.byteLength('héllo wörld\n'), 'counted in bytes')
+})
+
+t.test('running experiments share one bound: each keeps its share (and at least 64 KiB), whatever floods', async (t) => {
+  const hub = new LogHub({ backlogBytes: 1024, backlogHardBytes: 1024 * 1024, liveBytes: 2 * 1024 * 1024 })
+  const ids = Array.from({ length: 8 }, (_, i) => `5f1e2d3c4b5a69788796a5${String(i).padStart(2, '0')}`)
+  const line = Buffer.from('x'.repeat(1023) + '\n')
+  for (let round = 0; round < 2000; round++) for (const id of ids) hub.publish(id, 'stdout', line)
+  const total = hub.totalBytes()
+  t.ok(total <= 2 * 1024 * 1024 + ids.length * 1024, `all together within the bound (${total} bytes)`)
+  for (const id of ids) t.ok(hub.stats(id)!.bytes >= 256 * 1024 - 1024, `${id.slice(-2)} keeps its share (${hub.stats(id)!.bytes})`)
+  // One floods alone: it may use its whole hard bound.
+  const solo = new LogHub({ backlogBytes: 1024, backlogHardBytes: 1024 * 1024, liveBytes: 2 * 1024 * 1024 })
+  for (let i = 0; i < 5000; i++) solo.publish(A, 'stdout', line)
+  t.ok(solo.stats(A)!.bytes > 1000 * 1024 && solo.stats(A)!.bytes <= 1024 * 1024, 'a lone experiment gets its own hard bound')
+})
+
+t.test('a flood costs bounded memory: 200 MiB through one backlog leaves at most its bound', async (t) => {
+  const hub = new LogHub()
+  const chunk = Buffer.alloc(64 * 1024, 'y')
+  chunk[chunk.length - 1] = 10
+  for (let i = 0; i < 3200; i++) hub.publish(A, 'stdout', chunk)
+  t.ok(hub.stats(A)!.bytes <= 4 * 1024 * 1024, `at most 4 MiB kept (${hub.stats(A)!.bytes})`)
+  t.ok(hub.stats(A)!.bytes >= 1024 * 1024, 'and at least 1 MiB')
+})

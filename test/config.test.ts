@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import t, { type Test } from 'tap'
-import { ConfigError, loadConfig, loadDotEnv, loadTemplate } from '../../src/config.js'
+import { ConfigError, loadConfig, loadDotEnv, loadTemplate } from '../src/config.js'
 
 const CWD = path.join(tmpdir(), 'fgm-config-cwd')
 const BASE = { FGLAB_URL: 'http://fglab.example:5080', FGMACHINE_URL: 'http://gpu-box-1:5081' }
@@ -105,6 +105,13 @@ t.test('FGMACHINE_OUTBOX_MAX_MB', async (t) => {
   t.equal(loadConfig({ ...BASE, FGMACHINE_OUTBOX_MAX_MB: '0.5' }, CWD).outboxMaxBytes, 512 * 1024)
   const [p] = problems(t, { ...BASE, FGMACHINE_OUTBOX_MAX_MB: '0' })
   t.match(p, /^FGMACHINE_OUTBOX_MAX_MB must be a number of megabytes, more than 0/)
+})
+
+t.test('FGMACHINE_MAX_FILE_MB', async (t) => {
+  t.equal(loadConfig({ ...BASE }, CWD).maxFileBytes, 8192 * 1024 * 1024, 'default 8 GiB')
+  t.equal(loadConfig({ ...BASE, FGMACHINE_MAX_FILE_MB: '0.5' }, CWD).maxFileBytes, 512 * 1024)
+  const [p] = problems(t, { ...BASE, FGMACHINE_MAX_FILE_MB: '0' })
+  t.match(p, /^FGMACHINE_MAX_FILE_MB must be a number of megabytes, more than 0/)
 })
 
 t.test('every problem is reported at once', async (t) => {

@@ -1,0 +1,112 @@
+import type { Logger } from 'pino'
+import type { Outcome } from '../results/ledger.js'
+import { backoffDelay, realSleep, type Backoff, type Sleep } from '../util/retry.js'
+import { FglabError, type FglabClient } from './client.js'
+
+export interface DeliveryOptions {
+  backoff?: Backoff
+  sleep?: Sleep
+  now?: () => number
+  /**
+   * A 5xx is FGLab refusing this report, not an outage, once FGLab gave the
+   * same answer this many times in a row, over at least `refusedSpanMs`,
+   * while it still answered for the experiment itself.
+   */
+  refusedAfter?: number
+  refusedSpanMs?: number
+}
+
+/** How a report ended: as the ledger records it, or the experiment is gone from FGLab. */
+export type Delivered = Outcome | { deleted: true }
+
+/** The FGLab answers that say "this will never succeed": refused at once. */
+const refusedAtOnce = (err: unknown) => err instanceof FglabError && !err.retryable
+
+/**
+ * Sends one report until it ends: sent, or given up once it clearly never
+ * will be (PROTOCOL.md, "What the real FGLab answers"):
+ * - a 4xx other than the passing and credential ones: at once;
+ * - the same 5xx for the same report `refusedAfter` times over `refusedSpanMs`,
+ *   while FGLab itself works (it answers for the experiment): MongoDB refuses
+ *   the update (`{}`, a "." in a name, over 16 MiB);
+ * - FGLab answers for the experiment with nothing: it was deleted there.
+ * Everything else (FGLab unreachable, 5xx while FGLab cannot answer for the
+ * experiment either, wrong credentials) is an outage: retried with backoff
+ * until it passes, as long as it takes.
+ */
+export class Delivery {
+  readonly #backoff: Backoff
+  readonly #sleep: Sleep
+  readonly #now: () => number
+  readonly #refusedAfter: number
+  readonly #refusedSpanMs: number
+
+  constructor(
+    private readonly client: FglabClient,
+    private readonly log: Logger,
+    opts: DeliveryOptions = {},
+  ) {
+    this.#backoff = opts.backoff ?? { baseMs: 500, maxMs: 30_000 }
+    this.#sleep = opts.sleep ?? realSleep
+    this.#now = opts.now ?? Date.now
+    this.#refusedAfter = opts.refusedAfter ?? 4
+    this.#refusedSpanMs = opts.refusedSpanMs ?? 10_000
+  }
+
+  /**
+   * Try `attempt` until it settles the report. It resolves with an outcome
+   * (also one decided without FGLab: a file that is gone, too big), or throws
+   * FGLab's error. Rejects only when `signal` aborts.
+   */
+  async deliver(experimentId: string, what: string, attempt: () => Promise<Outcome>, signal: AbortSignal): Promise<Delivered> {
+    let last = ''
+    let same = 0
+    let since = 0
+    for (let n = 0; ; n++) {
+      signal.throwIfAborted()
+      let err: unknown
+      try {
+        return await attempt()
+      } catch (e) {
+        err = e
+      }
+      signal.throwIfAborted()
+      const message = (err as Error).message
+      if (refusedAtOnce(err)) {
+        this.log.error({ experimentId, report: what, err: message }, 'FGLab refused a report; it is given up')
+        return { sent: false, reason: `FGLab refused it (${message})` }
+      }
+      const status = err instanceof FglabError ? err.status : undefined
+      if (status !== undefined && status >= 500) {
+        const answer = `${status} ${(err as FglabError).answer}`
+        if (answer === last) same++
+        else [last, same, since] = [answer, 1, this.#now()]
+        if (same >= Math.min(3, this.#refusedAfter)) {
+          const verdict = await this.#probe(experimentId)
+          if (verdict === 'deleted') return { deleted: true }
+          if (verdict === 'outage') same = 0
+          else if (same >= this.#refusedAfter && this.#now() - since >= this.#refusedSpanMs) {
+            const reason = `FGLab answered ${answer.trim()} ${same} times in ${Math.round((this.#now() - since) / 1000)} s, while it answers for the experiment`
+            this.log.error({ experimentId, report: what, err: message, tries: same }, 'FGLab keeps refusing a report; it is given up')
+            return { sent: false, reason }
+          }
+        }
+      } else {
+        same = 0
+        last = ''
+      }
+      const wait = backoffDelay(n, this.#backoff)
+      this.log.warn({ experimentId, report: what, attempt: n + 1, retryInMs: wait, err: message }, 'report to FGLab failed; will retry')
+      await this.#sleep(wait, signal)
+    }
+  }
+
+  /** Does FGLab answer for this experiment? Then its database works; an empty answer: it was deleted there. */
+  async #probe(experimentId: string): Promise<'exists' | 'deleted' | 'outage'> {
+    try {
+      return (await this.client.experimentExists(experimentId)) ? 'exists' : 'deleted'
+    } catch {
+      return 'outage'
+    }
+  }
+}

@@ -1,0 +1,30 @@
+import t from 'tap'
+import { LABELS, runFromLabels, runLabels, type LabelledRun } from '../../src/docker/labels.js'
+
+const id = '5f1e2d3c4b5a69788796a5b1'
+
+t.test('labels written for a run read back as that run', async (t) => {
+  const runs: LabelledRun[] = [
+    { id, projectId: 'p', resultsDir: `/data/results/${id}`, keepResults: false, timeoutS: undefined, lease: { experimentId: id, projectId: 'p', cpuUnits: 250_000, gpus: [] } },
+    { id, projectId: 'gpu-proj_1', resultsDir: `/r/${id}`, keepResults: true, timeoutS: 3600, lease: { experimentId: id, projectId: 'gpu-proj_1', cpuUnits: 0, gpus: [{ index: 1, units: 500_000 }, { index: 3, units: 1_000_000 }] } },
+  ]
+  for (const run of runs) {
+    const labels = runLabels(run, 'aaaaaaaaaaaaaaaaaaaaaaaa')
+    t.equal(labels[LABELS.machine], 'aaaaaaaaaaaaaaaaaaaaaaaa')
+    t.equal(labels[LABELS.managed], 'true')
+    t.strictSame(runFromLabels(labels), run, `round trip: ${run.projectId}`)
+  }
+})
+
+t.test('labels that do not make an experiment read back as nothing', async (t) => {
+  const good = runLabels({ id, projectId: 'p', resultsDir: `/data/${id}`, keepResults: false, lease: { experimentId: id, projectId: 'p', cpuUnits: 1, gpus: [] } }, 'm')
+  const bad: Array<[string, Record<string, string>]> = [
+    ['no experiment id', { ...good, [LABELS.experiment]: 'nope' }],
+    ['a results folder not its own', { ...good, [LABELS.results]: '/data/other' }],
+    ['a relative results folder', { ...good, [LABELS.results]: `data/${id}` }],
+    ['units that are not a number', { ...good, [LABELS.cpuUnits]: 'lots' }],
+    ['a lease that holds nothing', { ...good, [LABELS.cpuUnits]: '0' }],
+    ['a gpus label of another form', { ...good, [LABELS.gpus]: '0:x' }],
+  ]
+  for (const [what, labels] of bad) t.equal(runFromLabels(labels), undefined, what)
+})
