@@ -34,6 +34,9 @@ export function isRetryable(err: unknown): boolean {
   return err instanceof FglabError ? err.retryable : true
 }
 
+/** The `code` of a streamed body's error when its file changed while it was read: not FGLab's doing. */
+export const FILE_CHANGED = 'FGM_FILE_CHANGED'
+
 /** A request body made elsewhere (a results file's upload), streamed or whole, of a length known before it is sent. */
 export interface StreamedBody {
   body: Readable | Buffer
@@ -160,9 +163,9 @@ export class FglabClient {
       text = peekBytes !== undefined && status >= 200 && status < 300 ? await peek(res.body, peekBytes) : await res.body.text()
     } catch (err) {
       const failed = isStreamed(body) && !Buffer.isBuffer(body.body) ? body.body.errored : null
-      if (failed) {
+      if ((failed as NodeJS.ErrnoException | null)?.code === FILE_CHANGED) {
         // The file could not be read to its end (it changed while it was sent): not FGLab's doing.
-        throw new FglabError(`${what}: ${failed.message}; it is sent again`, undefined, true, { cause: err })
+        throw new FglabError(`${what}: ${failed!.message}; it is sent again`, undefined, true, { cause: err })
       }
       throw new FglabError(`${what}: FGLab unreachable (${describe(err)})`, undefined, true, { cause: err })
     }

@@ -23,12 +23,26 @@ export type Delivered = Outcome | { deleted: true }
 const refusedAtOnce = (err: unknown) => err instanceof FglabError && !err.retryable
 
 /**
+ * What makes two failures "the same" when they may be this report's own: a 5xx
+ * with its answer, or a connection that failed the same way (a proxy that cuts
+ * off an upload it will not take, an FGLab that falls over on it). Undefined
+ * for failures that only pass: wrong credentials, 408/425/429, a file that
+ * could not be opened now.
+ */
+function sameFailure(err: unknown): string | undefined {
+  if (!(err instanceof FglabError)) return undefined
+  if (err.status === undefined) return err.message
+  return err.status >= 500 ? `FGLab answered ${err.status} ${err.answer}`.trim() : undefined
+}
+
+/**
  * Sends one report until it ends: sent, or given up once it clearly never
  * will be (PROTOCOL.md, "What the real FGLab answers"):
  * - a 4xx other than the passing and credential ones: at once;
- * - the same 5xx for the same report `refusedAfter` times over `refusedSpanMs`,
- *   while FGLab itself works (it answers for the experiment): MongoDB refuses
- *   the update (`{}`, a "." in a name, over 16 MiB);
+ * - the same 5xx (or the same failed connection) for the same report
+ *   `refusedAfter` times over `refusedSpanMs`, while FGLab itself works (it
+ *   answers for the experiment): MongoDB refuses the update (a document grown
+ *   past 16 MiB), a proxy cuts off an upload it will not take;
  * - FGLab answers for the experiment with nothing: it was deleted there.
  * Everything else (FGLab unreachable, 5xx while FGLab cannot answer for the
  * experiment either, wrong credentials) is an outage: retried with backoff
@@ -76,17 +90,16 @@ export class Delivery {
         this.log.error({ experimentId, report: what, err: message }, 'FGLab refused a report; it is given up')
         return { sent: false, reason: `FGLab refused it (${message})` }
       }
-      const status = err instanceof FglabError ? err.status : undefined
-      if (status !== undefined && status >= 500) {
-        const answer = `${status} ${(err as FglabError).answer}`
-        if (answer === last) same++
-        else [last, same, since] = [answer, 1, this.#now()]
+      const failure = sameFailure(err)
+      if (failure !== undefined) {
+        if (failure === last) same++
+        else [last, same, since] = [failure, 1, this.#now()]
         if (same >= Math.min(3, this.#refusedAfter)) {
           const verdict = await this.#probe(experimentId)
           if (verdict === 'deleted') return { deleted: true }
           if (verdict === 'outage') same = 0
           else if (same >= this.#refusedAfter && this.#now() - since >= this.#refusedSpanMs) {
-            const reason = `FGLab answered ${answer.trim()} ${same} times in ${Math.round((this.#now() - since) / 1000)} s, while it answers for the experiment`
+            const reason = `${failure} ${same} times in ${Math.round((this.#now() - since) / 1000)} s, while it answers for the experiment`
             this.log.error({ experimentId, report: what, err: message, tries: same }, 'FGLab keeps refusing a report; it is given up')
             return { sent: false, reason }
           }

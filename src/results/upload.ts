@@ -1,7 +1,12 @@
 import { randomBytes } from 'node:crypto'
 import type { FileHandle } from 'node:fs/promises'
 import { Readable } from 'node:stream'
-import type { StreamedBody } from '../fglab/client.js'
+import { FILE_CHANGED, type StreamedBody } from '../fglab/client.js'
+
+/** The error of a body whose file changed while it was read (FILE_CHANGED: the FGLab client says so, and it is sent again). */
+function fileChanged(message: string): Error {
+  return Object.assign(new Error(message), { code: FILE_CHANGED })
+}
 
 /** A field value in a Content-Disposition header, escaped as browsers (and undici's FormData) do. */
 function quoted(name: string): string {
@@ -25,7 +30,7 @@ export async function multipartFile(fh: FileHandle, size: number, name: string, 
     const body = Buffer.allocUnsafe(head.length + size + tail.length)
     head.copy(body)
     const { bytesRead } = await fh.read(body, head.length, size, 0)
-    if (bytesRead !== size) throw new Error(`${name} changed while it was read (${bytesRead} of ${size} bytes)`)
+    if (bytesRead !== size) throw fileChanged(`${name} changed while it was read (${bytesRead} of ${size} bytes)`)
     tail.copy(body, head.length + size)
     return { body, length: body.length, contentType }
   }
@@ -38,7 +43,7 @@ export async function multipartFile(fh: FileHandle, size: number, name: string, 
         yield chunk as Buffer
       }
     }
-    if (sent !== size) throw new Error(`${name} changed while it was sent (${sent} of ${size} bytes)`)
+    if (sent !== size) throw fileChanged(`${name} changed while it was sent (${sent} of ${size} bytes)`)
     yield tail
   }
   return { body: Readable.from(parts(), { objectMode: false }), length: head.length + size + tail.length, contentType }

@@ -1,6 +1,6 @@
 import { Readable } from 'node:stream'
 import t, { type Test } from 'tap'
-import { FglabClient, FglabError } from '../../src/fglab/client.js'
+import { FILE_CHANGED, FglabClient, FglabError } from '../../src/fglab/client.js'
 import { FakeFglab } from '../helpers/fake-fglab.js'
 import { objectId } from '../helpers/ids.js'
 
@@ -95,7 +95,7 @@ t.test('a streamed body that fails (a file cut while it is sent) is a passing er
   const stream = Readable.from(
     (async function* () {
       yield Buffer.from('--b\r\n')
-      throw new Error('notes.txt changed while it was sent (3 of 9 bytes)')
+      throw Object.assign(new Error('notes.txt changed while it was sent (3 of 9 bytes)'), { code: FILE_CHANGED })
     })(),
   )
   const err = (await client.uploadFiles(objectId(), { body: stream, length: 100, contentType: 'multipart/form-data; boundary=b' }).catch((e: unknown) => e)) as FglabError

@@ -137,6 +137,19 @@ t.test('FGLab refusing one report for good (MongoDB): given up after the same 50
   t.match((await r.ledgers.open(id)).keepFolder(), /^more\.json was not sent: FGLab answered 500/)
 })
 
+t.test('a proxy that cuts off every upload: the file is given up once FGLab otherwise answers, and the status follows', async (t) => {
+  const r = await rig(t)
+  const id = objectId()
+  r.fglab.refuse = (call) => (call.path.endsWith('/files') ? 'reset' : undefined)
+  r.outbox.report(id, { kind: 'file', path: r.file('model.ckpt', Buffer.alloc(512 * 1024)) })
+  r.outbox.report(id, { kind: 'status', status: 'success' })
+  r.outbox.report(id, { kind: 'finished' })
+  await r.outbox.drain(id)
+  t.equal(r.fglab.experiment(id).fields._status, 'success')
+  t.equal(r.fglab.experiment(id).finished, 1)
+  t.match((await r.ledgers.open(id)).keepFolder(), /^model\.ckpt was not sent: PUT \/api\/v1\/experiments\/\w+\/files: FGLab unreachable \(.*\) \d+ times in \d+ s, while it answers for the experiment/)
+})
+
 t.test('a 500 while FGLab cannot answer for the experiment either is an outage: never given up', async (t) => {
   const r = await rig(t)
   const id = objectId()

@@ -75,6 +75,8 @@ export class FakeFglab {
   readonly deleted = new Set<string>()
   /** Uploaded files up to this size keep their bytes. */
   keepBytes = 64 * 1024 * 1024
+  /** Refuse some calls only (a proxy in front of FGLab, say): a status, or 'reset' to cut the connection before reading the body. */
+  refuse: (call: { method: string; path: string }) => number | 'reset' | undefined = () => undefined
   #server: http.Server
   #failure: number | 'reset' | undefined
   #waiters: Array<() => void> = []
@@ -150,6 +152,11 @@ export class FakeFglab {
       res.end(body === undefined ? '' : type === 'application/json' ? JSON.stringify(body) : String(body))
       for (const w of this.#waiters.splice(0)) w()
     }
+    const refusal = this.refuse({ method: call.method, path: call.path })
+    if (refusal === 'reset') {
+      req.socket.destroy()
+      return
+    }
     const type = req.headers['content-type'] ?? ''
     const upload = /^\/api\/v1\/experiments\/[0-9a-f]{24}\/files$/.test(url.pathname) && type.startsWith('multipart/form-data')
     let stored: Array<{ field: string; name: string; file: StoredFile }> = []
@@ -169,6 +176,7 @@ export class FakeFglab {
       return
     }
     if (this.#failure !== undefined) return send(this.#failure, { error: 'FGLab is down (fake)' })
+    if (refusal !== undefined) return send(refusal, { error: 'refused (fake)' })
     if (this.password) {
       const expected = 'Basic ' + Buffer.from(`${this.password.user}:${this.password.pass}`).toString('base64')
       if (req.headers.authorization !== expected) return send(401, { error: 'Unauthorized' })
