@@ -20,8 +20,8 @@ import { Scheduler } from './scheduler/scheduler.js'
 import { realSleep, retry, type Backoff, type Sleep } from './util/retry.js'
 import { Journal } from './runner/journal.js'
 import { Ledgers } from './results/ledger.js'
-import { realClock, type Clock } from './util/clock.js'
-import { nodeDisk, type Disk } from './util/disk.js'
+import { realClock } from './util/clock.js'
+import { nodeDisk } from './util/disk.js'
 import { discoverGpus, UNKNOWN_UUID_PREFIX, type NvidiaSmi } from './gpu/discovery.js'
 import type { GpuDevice } from './gpu/nvidia-smi.js'
 
@@ -37,12 +37,6 @@ export interface MachineOptions {
   orphanGraceMs?: number
   /** How nvidia-smi is run (tests put a stand-in here or on PATH). */
   nvidiaSmi?: NvidiaSmi
-  /** Time for the runner's timeouts and waits (tests run it fast). */
-  clock?: Clock
-  /** Where FGMachine's own state is written (tests: one that fails). */
-  disk?: Disk
-  /** When FGLab's same 5xx answer for one report means "refused" (see fglab/delivery.ts). */
-  refused?: { after?: number; spanMs?: number }
 }
 
 export interface Machine {
@@ -73,16 +67,11 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
     backoff: opts.backoff,
     sleep: opts.sleep,
   })
-  const disk = opts.disk ?? nodeDisk
-  const clock = opts.clock ?? realClock
+  const disk = nodeDisk
+  const clock = realClock
   const outboxLog = log.child({ component: 'outbox' })
   const ledgers = new Ledgers(disk, path.join(config.dataDir, 'experiments'), outboxLog)
-  const delivery = new Delivery(client, outboxLog, {
-    backoff: opts.backoff,
-    sleep: opts.sleep,
-    refusedAfter: opts.refused?.after,
-    refusedSpanMs: opts.refused?.spanMs,
-  })
+  const delivery = new Delivery(client, outboxLog, { backoff: opts.backoff, sleep: opts.sleep })
   const outbox = new Outbox({
     dir: path.join(config.dataDir, 'outbox'),
     disk,
