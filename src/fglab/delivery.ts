@@ -7,14 +7,15 @@ export interface DeliveryOptions {
   backoff?: Backoff
   sleep?: Sleep
   now?: () => number
-  /**
-   * A 5xx is FGLab refusing this report, not an outage, once FGLab gave the
-   * same answer this many times in a row, over at least `refusedSpanMs`,
-   * while it still answered for the experiment itself.
-   */
-  refusedAfter?: number
-  refusedSpanMs?: number
 }
+
+/**
+ * A failure is FGLab refusing this report, not an outage, once it came the
+ * same way this many times in a row, over at least this long, while FGLab
+ * still answered for the experiment itself (README, "Reliability").
+ */
+const REFUSED_AFTER = 4
+const REFUSED_SPAN_MS = 10_000
 
 /** How a report ended: as the ledger records it, or the experiment is gone from FGLab. */
 export type Delivered = Outcome | { deleted: true }
@@ -40,7 +41,7 @@ function sameFailure(err: unknown): string | undefined {
  * will be (PROTOCOL.md, "What the real FGLab answers"):
  * - a 4xx other than the passing and credential ones: at once;
  * - the same 5xx (or the same failed connection) for the same report
- *   `refusedAfter` times over `refusedSpanMs`, while FGLab itself works (it
+ *   REFUSED_AFTER times over REFUSED_SPAN_MS, while FGLab itself works (it
  *   answers for the experiment): MongoDB refuses the update (a document grown
  *   past 16 MiB), a proxy cuts off an upload it will not take;
  * - FGLab answers for the experiment with nothing: it was deleted there.
@@ -52,8 +53,6 @@ export class Delivery {
   readonly #backoff: Backoff
   readonly #sleep: Sleep
   readonly #now: () => number
-  readonly #refusedAfter: number
-  readonly #refusedSpanMs: number
 
   constructor(
     private readonly client: FglabClient,
@@ -63,8 +62,6 @@ export class Delivery {
     this.#backoff = opts.backoff ?? { baseMs: 500, maxMs: 30_000 }
     this.#sleep = opts.sleep ?? realSleep
     this.#now = opts.now ?? Date.now
-    this.#refusedAfter = opts.refusedAfter ?? 4
-    this.#refusedSpanMs = opts.refusedSpanMs ?? 10_000
   }
 
   /**
@@ -94,11 +91,11 @@ export class Delivery {
       if (failure !== undefined) {
         if (failure === last) same++
         else [last, same, since] = [failure, 1, this.#now()]
-        if (same >= Math.min(3, this.#refusedAfter)) {
+        if (same >= REFUSED_AFTER - 1) {
           const verdict = await this.#probe(experimentId)
           if (verdict === 'deleted') return { deleted: true }
           if (verdict === 'outage') same = 0
-          else if (same >= this.#refusedAfter && this.#now() - since >= this.#refusedSpanMs) {
+          else if (same >= REFUSED_AFTER && this.#now() - since >= REFUSED_SPAN_MS) {
             const reason = `${failure} ${same} times in ${Math.round((this.#now() - since) / 1000)} s, while it answers for the experiment`
             this.log.error({ experimentId, report: what, err: message, tries: same }, 'FGLab keeps refusing a report; it is given up')
             return { sent: false, reason }

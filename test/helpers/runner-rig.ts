@@ -85,7 +85,7 @@ export interface RunnerRig {
   /** A project of the rig (validated as projects.json entries are), results in `resultsDir`. */
   project(entry?: Record<string, unknown>): Project
   /** Start an FGMachine over the rig: it restores its outbox and takes up what its journal and the engine hold. */
-  boot(opts?: { crashAt?: number; maxFileBytes?: number; refusedAfter?: number; full?: boolean }): Promise<Instance>
+  boot(opts?: { crashAt?: number; maxFileBytes?: number; full?: boolean }): Promise<Instance>
 }
 
 export const IMAGE = 'fake/trainer:1'
@@ -133,7 +133,7 @@ export async function runnerRig(t: Test, opts: { clock?: TestClock } = {}): Prom
         },
       }) as ContainerClient
       const ledgers = new Ledgers(disk, path.join(rig.dataDir, 'experiments'), log)
-      const delivery = new Delivery(client, log, { backoff: { baseMs: 10, maxMs: 50, random: () => 0.5 }, sleep: clock.sleep, now: clock.now, refusedAfter: o.refusedAfter })
+      const delivery = new Delivery(client, log, { backoff: { baseMs: 10, maxMs: 50, random: () => 0.5 }, sleep: clock.sleep, now: clock.now })
       const outbox = new Outbox({ dir: path.join(rig.dataDir, 'outbox'), disk, client, delivery, ledgers, log, maxBytes: 64 * 2 ** 20, maxFileBytes: o.maxFileBytes ?? 2 ** 40 })
       const logHub = new LogHub()
       const scheduler = new Scheduler([])
