@@ -3,6 +3,7 @@ import { LABELS, runFromLabels } from '../docker/labels.js'
 import type { Outbox } from '../fglab/outbox.js'
 import type { RunRecord } from './journal.js'
 import type { RunContext } from './run-context.js'
+import { retry } from '../util/retry.js'
 
 /** What recovery needs of the manager. */
 export interface RecoveryHost {
@@ -54,40 +55,50 @@ export async function recover(host: RecoveryHost): Promise<void> {
 export async function reconcile(host: RecoveryHost, machineId: string, graceMs: number): Promise<void> {
   const { runtimes, journal, scheduler, log, clock, shutdown } = host.ctx
   const docker = runtimes.docker
-  for (let attempt = 0; !shutdown.aborted; attempt++) {
-    let containers: ContainerSummary[]
-    try {
-      // First, so that the list below no longer holds them.
-      await removeLeftContainers(host)
-      containers = await docker.listOurs(machineId)
-    } catch (err) {
-      if (attempt === 0) log.warn({ err: (err as Error).message }, 'cannot list containers yet; will try again')
-      await clock.sleep(Math.min(30_000, 1000 * 2 ** attempt), shutdown).catch(() => undefined)
-      continue
-    }
-    for (const c of containers) {
-      const id = c.labels[LABELS.experiment]
-      if (id && host.knows(id)) continue
-      const labelled = runFromLabels(c.labels)
-      if (labelled) {
-        log.warn({ experimentId: labelled.id, containerId: c.id.slice(0, 12) }, 'taking up a container of this machine from its labels (no journal record)')
-        // Created but never started counts as not launched; resume then sees how it stands.
-        const record: RunRecord = { ...labelled, runtime: 'docker', phase: c.state === 'created' ? 'accepted' : 'launched', containerId: c.id }
-        try {
-          await journal.write(record)
-        } catch (err) {
-          log.error({ experimentId: record.id, err: (err as Error).message }, 'cannot write its record (disk full?); taken up at the next check')
-          continue
-        }
-        if (host.knows(record.id)) continue
-        if (record.phase === 'launched') scheduler.adopt(record.lease)
-        host.takeUp(record)
-      } else if (clock.now() - c.createdMs >= graceMs) {
-        log.warn({ containerId: c.id.slice(0, 12), name: c.name, state: c.state }, 'removing a container of this machine that belongs to no experiment it knows')
-        await docker.remove(c.id).catch((err: Error) => log.warn({ err: err.message }, 'could not remove it'))
+  let containers: ContainerSummary[]
+  try {
+    containers = await retry(
+      async () => {
+        // First, so that the list below no longer holds them.
+        await removeLeftContainers(host)
+        return docker.listOurs(machineId)
+      },
+      {
+        baseMs: 1000,
+        maxMs: 30_000,
+        random: () => 1, // no jitter: 1 s, 2 s, 4 s… up to 30 s
+        sleep: clock.sleep,
+        signal: shutdown,
+        retryable: () => true,
+        onRetry: (err, attempt) => {
+          if (attempt === 1) log.warn({ err: (err as Error).message }, 'cannot list containers yet; will try again')
+        },
+      },
+    )
+  } catch {
+    return // shutting down
+  }
+  for (const c of containers) {
+    const id = c.labels[LABELS.experiment]
+    if (id && host.knows(id)) continue
+    const labelled = runFromLabels(c.labels)
+    if (labelled) {
+      log.warn({ experimentId: labelled.id, containerId: c.id.slice(0, 12) }, 'taking up a container of this machine from its labels (no journal record)')
+      // Created but never started counts as not launched; resume then sees how it stands.
+      const record: RunRecord = { ...labelled, runtime: 'docker', phase: c.state === 'created' ? 'accepted' : 'launched', containerId: c.id }
+      try {
+        await journal.write(record)
+      } catch (err) {
+        log.error({ experimentId: record.id, err: (err as Error).message }, 'cannot write its record (disk full?); taken up at the next check')
+        continue
       }
+      if (host.knows(record.id)) continue
+      if (record.phase === 'launched') scheduler.adopt(record.lease)
+      host.takeUp(record)
+    } else if (clock.now() - c.createdMs >= graceMs) {
+      log.warn({ containerId: c.id.slice(0, 12), name: c.name, state: c.state }, 'removing a container of this machine that belongs to no experiment it knows')
+      await docker.remove(c.id).catch((err: Error) => log.warn({ err: err.message }, 'could not remove it'))
     }
-    return
   }
 }
 
