@@ -83,7 +83,6 @@ export async function reconcile(host: RecoveryHost, machineId: string, graceMs: 
     if (id && host.knows(id)) continue
     const labelled = runFromLabels(c.labels)
     if (labelled) {
-      log.warn({ experimentId: labelled.id, containerId: c.id.slice(0, 12) }, 'taking up a container of this machine from its labels (no journal record)')
       // Created but never started counts as not launched; resume then sees how it stands.
       const record: RunRecord = { ...labelled, runtime: 'docker', phase: c.state === 'created' ? 'accepted' : 'launched', containerId: c.id }
       try {
@@ -95,6 +94,8 @@ export async function reconcile(host: RecoveryHost, machineId: string, graceMs: 
       if (host.knows(record.id)) continue
       if (record.phase === 'launched') scheduler.adopt(record.lease)
       host.takeUp(record)
+      // Said once its record is written and its lease held again.
+      log.warn({ experimentId: record.id, containerId: c.id.slice(0, 12) }, 'taking up a container of this machine from its labels (no journal record)')
     } else if (clock.now() - c.createdMs >= graceMs) {
       log.warn({ containerId: c.id.slice(0, 12), name: c.name, state: c.state }, 'removing a container of this machine that belongs to no experiment it knows')
       await docker.remove(c.id).catch((err: Error) => log.warn({ err: err.message }, 'could not remove it'))
