@@ -78,7 +78,9 @@ t.test('a sparse file of 4.5 GiB arrives whole (checksum), streamed in flat memo
   t.equal(s.fglab.experiment(id).fields._status, 'success')
   t.comment(`4.5 GiB upload: ${seconds.toFixed(1)} s; RSS ${before.now.toFixed(0)} MB before, sampled max ${max.toFixed(0)} MB, peak (VmHWM) ${peak.toFixed(0)} MB`)
   t.ok(peak < MAX_RSS_MB, `peak RSS ${peak.toFixed(0)} MB < ${MAX_RSS_MB} MB`)
-  t.ok(max - before.now < 50, `RSS flat through the upload (+${(max - before.now).toFixed(0)} MB)`)
+  // Flat: V8 lets up to 64 MiB of dead read buffers (external memory) wait for a collection,
+  // whatever the file's size; the file is 4.5 GiB (before the streaming upload: its size).
+  t.ok(max - before.now < 80, `RSS flat through the upload (+${(max - before.now).toFixed(0)} MB for 4.5 GiB)`)
 })
 
 t.test('200 MB of stdout: memory stays bounded, and a viewer still gets the live stream', async (t) => {
