@@ -17,8 +17,8 @@ export interface DeliveryOptions {
 const REFUSED_AFTER = 4
 const REFUSED_SPAN_MS = 10_000
 
-/** How a report ended: as the ledger records it, or the experiment is gone from FGLab. */
-export type Delivered = Outcome | { deleted: true }
+/** How a report ended: as the ledger records it, the experiment is gone from FGLab, or (undefined) nothing was to be sent. */
+export type Delivered = Outcome | { deleted: true } | undefined
 
 /** The FGLab answers that say "this will never succeed": refused at once. */
 const refusedAtOnce = (err: unknown) => err instanceof FglabError && !err.retryable
@@ -69,7 +69,7 @@ export class Delivery {
    * (also one decided without FGLab: a file that is gone, too big), or throws
    * FGLab's error. Rejects only when `signal` aborts.
    */
-  async deliver(experimentId: string, what: string, attempt: () => Promise<Outcome>, signal: AbortSignal): Promise<Delivered> {
+  async deliver(experimentId: string, what: string, attempt: () => Promise<Outcome | undefined>, signal: AbortSignal): Promise<Delivered> {
     let last = ''
     let same = 0
     let since = 0

@@ -123,6 +123,7 @@ export class Outbox {
       },
       signal,
     )
+    if (result === undefined) return
     if ('deleted' in result) {
       const why = 'the experiment was deleted in FGLab'
       await ledger.markDeleted(why)

@@ -37,7 +37,10 @@ const PASSING = new Set(['EMFILE', 'ENFILE', 'EAGAIN', 'EINTR'])
  * A `*.json` file holding an object becomes fields on the experiment; one
  * FGLab could never store as fields is uploaded as a file instead (with a
  * note saying why); every other file is uploaded, streamed. Throws FGLab's
- * error (the caller retries or gives up); anything decided here is an outcome.
+ * error (the caller retries or gives up); anything decided here is an
+ * outcome, or undefined when there was nothing to send now (the file is gone,
+ * is not a regular file, or FGLab already has it in this form): what the
+ * ledger says of it stands, its note included.
  */
 export async function sendResultFile(
   ctx: ResultFileContext,
@@ -45,7 +48,7 @@ export async function sendResultFile(
   file: string,
   /** Whether FGLab already has the file in this form (sent before a restart): it is not sent again. */
   alreadySent: (sig: string) => boolean = () => false,
-): Promise<Outcome> {
+): Promise<Outcome | undefined> {
   const name = path.basename(file)
   // Fields, not a child logger: a child per file would cost more than the upload of a small file.
   const at = { experimentId, file: name }
@@ -57,11 +60,11 @@ export async function sendResultFile(
     const code = (err as NodeJS.ErrnoException).code ?? ''
     if (code === 'ENOENT') {
       log.warn(at, 'results file disappeared before it could be sent')
-      return { sent: true }
+      return undefined
     }
     if (code === 'ELOOP') {
       log.warn(at, 'results entry became a symlink; not sent')
-      return { sent: true }
+      return undefined
     }
     if (PASSING.has(code)) throw new Error(`cannot open ${name} now (${code}); will try again`, { cause: err })
     // For good (e.g. a file only its writer may read): FGLab never gets it, so its folder stays.
@@ -73,9 +76,9 @@ export async function sendResultFile(
     const sig = signature(st)
     if (!st.isFile()) {
       log.warn(at, 'results entry is not a regular file; not sent')
-      return { sent: true }
+      return undefined
     }
-    if (alreadySent(sig)) return { sent: true, sig }
+    if (alreadySent(sig)) return undefined
     if (st.size > ctx.maxFileBytes) {
       log.error({ ...at, bytes: st.size, maxBytes: ctx.maxFileBytes }, 'results file too large to send (FGMACHINE_MAX_FILE_MB); the results folder is kept')
       return { sent: false, reason: `${mib(st.size)}, more than FGMACHINE_MAX_FILE_MB (${Math.round(ctx.maxFileBytes / 2 ** 20)} MB)` }

@@ -214,6 +214,21 @@ t.test('results files', async (t) => {
     t.equal((await r.ledgers.open(id)).keepFolder(), undefined, 'FGLab has them: the folder may go')
   })
 
+  t.test('a file queued again in a form FGLab already has is not sent again, and its note stands', async (t) => {
+    const r = await rig(t)
+    const id = objectId()
+    const p = r.file('scores.json', JSON.stringify({ _scores: { 'mAP@0.5': 0.31 } }))
+    r.outbox.report(id, { kind: 'file', path: p })
+    await r.outbox.drain(id)
+    // The watch saw it half written, the final sweep whole: queued again, unchanged since it was sent.
+    r.outbox.report(id, { kind: 'file', path: p })
+    r.outbox.report(id, { kind: 'summary', summary: {} })
+    await r.outbox.drain(id)
+    const e = r.fglab.experiment(id)
+    t.strictSame(e.calls, ['files', 'update'], 'uploaded once')
+    t.match(e.fields.FGMachine_results, /^scores\.json: uploaded as a file, not as fields/)
+  })
+
   t.test('a chart too big for one document: uploaded as a file', async (t) => {
     const r = await rig(t)
     const id = objectId()
