@@ -107,8 +107,49 @@ t.test('parseProjects', async (t) => {
     t.equal(projects.get(P1)?.workDir, undefined, "a container's cwd is left to the image")
   })
 
-  t.test('results is required', async (t) => {
-    t.strictSame(problemsOf({ command: 'node', capacity: 0.5 }), [{ projectId: P1, field: 'results', message: 'results is required: the folder experiments write into' }])
+  t.test('results is required: its absence is called missing', async (t) => {
+    t.strictSame(problemsOf({ command: 'node', capacity: 0.5 }), [
+      { projectId: P1, field: 'results', message: 'results is missing: it must be the folder experiments write into, e.g. "/data/results"' },
+    ])
+  })
+
+  t.test('a misspelled key refuses its entry, with the key it was likely meant as', async (t) => {
+    const problems = problemsOf({ image: 'busybox:1.36', capacty: 0.5, results: '/r', shm_szie: '8g', gpu_capcity: 1, keep_result: true })
+    t.strictSame(problems, [
+      { projectId: P1, field: 'capacity', message: 'capacity is missing: it must be a number' },
+      { projectId: P1, field: 'capacty', message: 'unknown key "capacty": did you mean "capacity"?' },
+      { projectId: P1, field: 'shm_szie', message: 'unknown key "shm_szie": did you mean "shm_size"?' },
+      { projectId: P1, field: 'gpu_capcity', message: 'unknown key "gpu_capcity": did you mean "gpu_capacity"?' },
+      { projectId: P1, field: 'keep_result', message: 'unknown key "keep_result": did you mean "keep_results"?' },
+    ])
+    t.equal(parseProjects({ [P1]: { ...container, shm_szie: '8g' } }, BASE).projects.size, 0, 'not loaded without it: it would run with 64 MB of /dev/shm')
+    t.match(problemsOf({ ...container, wholly_unknown: 1 }), [{ field: 'wholly_unknown', message: /^unknown key "wholly_unknown" \(README/ }], 'no guess when nothing is close')
+    t.match(problemsOf({ ...container, log: { max_file: 2 } }), [{ field: 'log.max_file', message: 'unknown key "max_file": did you mean "max_files"?' }], 'nested keys too')
+  })
+
+  t.test('enums are checked: boolean, options, pull, ipc, ulimit names', async (t) => {
+    t.match(problemsOf({ ...local, boolean: 'optinal' }), [{ field: 'boolean', message: /boolean must be "optional"/ }])
+    t.match(problemsOf({ ...container, pull: 'alwys' }), [{ field: 'pull', message: 'pull must be one of missing, always' }])
+    t.match(problemsOf({ ...container, ipc: 'hots' }), [{ field: 'ipc', message: /ipc must be one of private, shareable, host, none/ }])
+    t.strictSame(problemsOf({ ...container, ipc: 'container:peer' }), [])
+    t.match(problemsOf({ ...container, ulimits: { nofle: 1024 } }), [{ field: 'ulimits.nofle', message: 'unknown ulimit "nofle": did you mean "nofile"?' }])
+    t.match(problemsOf({ ...container, ulimits: { stack: 'big' } }), [{ field: 'ulimits.stack', message: /must be a number, "soft:hard"/ }])
+  })
+
+  t.test('container options: init on by default, ipc, ulimits in every form, log rotation by default', async (t) => {
+    const p = parseProjects({ [P1]: container, [P2]: { ...container, init: false, ipc: 'host', pull: 'always', prepull: true, ulimits: { memlock: -1, stack: '67108864', nofile: '1024:4096', core: { soft: 0 }, rtprio: 'unlimited' }, log: { max_size: '10m', max_files: '2' } } }, BASE).projects
+    const plain = p.get(P1)!
+    t.equal(plain.init, true, 'an init by default: SIGTERM reaches the program')
+    t.equal(plain.pull, 'missing')
+    t.equal(plain.prepull, false)
+    t.strictSame(plain.log, { max_size: 100 * 1024 * 1024, max_files: 3 }, 'logs rotate by default')
+    const set = p.get(P2)!
+    t.equal(set.init, false)
+    t.equal(set.ipc, 'host')
+    t.equal(set.pull, 'always')
+    t.equal(set.prepull, true)
+    t.strictSame(set.ulimits, { memlock: { soft: -1, hard: -1 }, stack: { soft: 67108864, hard: 67108864 }, nofile: { soft: 1024, hard: 4096 }, core: { soft: 0, hard: 0 }, rtprio: { soft: -1, hard: -1 } })
+    t.strictSame(set.log, { max_size: 10 * 1024 * 1024, max_files: 2 })
   })
 
   t.test('shm_size and memory take Docker sizes', async (t) => {
