@@ -111,7 +111,7 @@ export class Outbox {
           case 'summary': {
             // Every results file queued before it has ended by now: the list is complete.
             const problems = ledger.problems()
-            await this.opts.client.updateExperiment(id, { FGMachine: report.summary, ...(problems && { FGMachine_results: problems }) })
+            await this.opts.client.updateExperiment(id, { ...report.summary, ...(problems && { FGMachine_results: problems }) })
             return { sent: true }
           }
           case 'status':

@@ -38,17 +38,6 @@ export type Settled =
   /** FGMachine shuts down: the next start takes it up from its record. */
   | { done: false }
 
-/** Why it ended, as FGLab shows it on the experiment (`FGMachine` field). */
-export function exitSummary(exit: ExitInfo, killed: boolean): Record<string, unknown> {
-  const s: Record<string, unknown> = { exit_code: exit.exitCode }
-  if (exit.signal) s.signal = exit.signal
-  if (exit.oomKilled) s.oom_killed = true
-  if (exit.timedOut) s.timed_out = true
-  if (killed) s.killed = true
-  if (exit.error) s.error = exit.error
-  return s
-}
-
 /** The program's arguments: the project's args, the options in its style, and the GPU flag. */
 export function experimentArgv(project: Project, body: Record<string, OptionValue>, lease: Lease): string[] {
   const argv = buildArgv(project.args, body, project.options, project.boolean)

@@ -8,7 +8,8 @@ import { retry } from '../util/retry.js'
 import type { OptionValue } from './argv.js'
 import type { RunRecord } from './journal.js'
 import { killLeftover } from './process-runtime.js'
-import { experimentArgv, experimentEnv, exitSummary, startFailure, type RunContext, type Settled } from './run-context.js'
+import { experimentArgv, experimentEnv, startFailure, type RunContext, type Settled } from './run-context.js'
+import { exitSummary } from './summary.js'
 import { KilledBeforeStartError, type ExitInfo, type LaunchSpec, type RunHandle } from './runtime.js'
 import { supervise } from './supervise.js'
 
@@ -112,7 +113,7 @@ export class Run {
     this.#report({ kind: 'started' })
     const oom = found.state.oomKilled
     const error = oom ? 'out of memory: the container reached its memory limit and was killed' : found.state.error
-    return this.#ended({ exitCode: found.state.exitCode, oomKilled: oom || undefined, error }, found.id)
+    return this.#ended({ exitCode: found.state.exitCode, oomKilled: oom || undefined, error, endedMs: found.state.finishedMs }, found.id)
   }
 
   /** Stop the experiment (it ends `fail`): the kill is written down first, so a restart still reports it killed. */
@@ -155,10 +156,11 @@ export class Run {
   /** The program has ended: written down first, then its capacity is free. */
   async #ended(exit: ExitInfo, containerId?: string): Promise<void> {
     this.state = 'reporting'
+    exit = { ...exit, endedMs: exit.endedMs ?? this.ctx.clock.now() }
     await this.#commitSurely({ phase: 'exited', exit, killed: this.killed, ...(containerId && { containerId }) })
     this.ctx.scheduler.release(this.id)
-    const summary = exitSummary(exit, this.killed)
-    this.#log.info({ ...summary, status: this.#success() ? 'success' : 'fail' }, 'experiment ended')
+    const { FGMachine: how, ...summary } = exitSummary(exit, this.killed, this.#record.launchedMs)
+    this.#log.info({ ...summary, status: this.#success() ? 'success' : 'fail' }, `experiment ended: ${how}`)
     if (!this.#success() && exit.error && !exit.error.startsWith('failed to start')) this.#publish('stderr', `[fgmachine] ${exit.error}\n`)
     return this.#afterExit()
   }
@@ -182,7 +184,7 @@ export class Run {
     }
     await this.#collector!.finalSweep()
     // A report settled before a restart is not sent again (the outbox asks the ledger).
-    this.#report({ kind: 'summary', summary: exitSummary(r.exit!, this.killed) })
+    this.#report({ kind: 'summary', summary: exitSummary(r.exit!, this.killed, r.launchedMs) })
     this.#report({ kind: 'status', status: this.#success() ? 'success' : 'fail' })
     this.#report({ kind: 'finished' })
     await this.#commitSurely({ phase: 'reporting' })

@@ -42,6 +42,8 @@ export interface ExitInfo {
   timedOut?: boolean
   /** Why the program could not run or ended abnormally, in words. */
   error?: string
+  /** When it ended (ms since the epoch), as far as FGMachine knows. */
+  endedMs?: number
 }
 
 /** A launched experiment. */

@@ -31,7 +31,7 @@ t.test('dockerd restarted under running experiments: FGMachine keeps serving, re
   for (const id of ids) {
     const e = h.fglab.experiment(id)
     t.equal(e.fields._status, 'fail')
-    t.match((e.fields.FGMachine as Record<string, unknown>).error, /Docker daemon/, 'the reason names the daemon')
+    t.match(e.fields.reason, /Docker daemon/, 'the reason names the daemon')
     t.same(e.fields._scores, { a: 1 }, 'results written before still arrive')
   }
   await h.machine.experiments.idle()
@@ -61,10 +61,10 @@ t.test('an OOM-killed container is reported fail with "out of memory", from its 
     await h.fglab.waitFinished([id], 30_000)
     const e = h.fglab.experiment(id)
     t.equal(e.fields._status, 'fail')
-    const summary = e.fields.FGMachine as Record<string, unknown>
+    const summary = e.fields
     t.equal(summary.exit_code, 137)
     if (summary.oom_killed) {
-      t.match(summary, { oom_killed: true, error: /out of memory/ }, 'reported as out of memory')
+      t.match(summary, { oom_killed: true, reason: /out of memory/ }, 'reported as out of memory')
       break
     }
     await new Promise((r) => setTimeout(r, 500))
@@ -92,10 +92,10 @@ t.test('a killed (not OOM) container with exit code 137 is not called out of mem
   const h = await startHarness({ projects: (r) => ({ p: { image, command: 'sh', args: ['-c', 'sleep 60'], capacity: 1, memory: '64m', results: r } }) })
   t.teardown(() => h.close())
   const id = await startThenKill(h)
-  const summary = h.fglab.experiment(id).fields.FGMachine as Record<string, unknown>
+  const summary = h.fglab.experiment(id).fields
   t.equal(summary.exit_code, 137)
   t.equal(summary.oom_killed, undefined)
-  t.notMatch(String(summary.error ?? ''), /memory/)
+  t.notMatch(String(summary.reason ?? ''), /memory/)
 })
 
 t.test('timeout: stopped, then killed after the grace period, reported fail with the reason', async (t) => {
@@ -106,7 +106,7 @@ t.test('timeout: stopped, then killed after the grace period, reported fail with
   await h.fglab.waitFinished([id], 30_000)
   const e = h.fglab.experiment(id)
   t.equal(e.fields._status, 'fail')
-  t.match(e.fields.FGMachine, { timed_out: true, error: 'timed out after 1 s' })
+  t.match(e.fields, { timed_out: true, reason: 'timed out after 1 s' })
   const stderr = h.machine.logHub.backlog(id).filter((c) => c.stream === 'stderr').map((c) => c.text).join('')
   t.match(stderr, /timed out after 1 s/)
 })
@@ -131,7 +131,7 @@ t.test('timeout: a stop that fails (Docker unreachable for a moment) is tried ag
   await h.fglab.waitFinished([id], 40_000)
   t.ok(h.logs.find('failed to stop experiment; kill it again to retry'), 'the first stop failed')
   t.equal(stops, 2, 'and the second ended it')
-  t.match(h.fglab.experiment(id).fields.FGMachine, { timed_out: true, error: 'timed out after 1 s' })
+  t.match(h.fglab.experiment(id).fields, { timed_out: true, reason: 'timed out after 1 s' })
 })
 
 t.test('a container whose removal failed is removed later, and never taken up again from its labels', async (t) => {
@@ -152,7 +152,7 @@ t.test('a container whose removal failed is removed later, and never taken up ag
   const id = await startThenKill(h)
   await h.machine.experiments.idle()
   const calls = [...h.fglab.experiment(id).calls]
-  t.match(h.fglab.experiment(id).fields.FGMachine, { killed: true })
+  t.match(h.fglab.experiment(id).fields, { killed: true })
   const left = () => execFileSync('docker', ['ps', '-aq', '--filter', `label=fgmachine.experiment=${id}`], { encoding: 'utf8' }).trim()
   t.not(left(), '', 'its container is still there')
   await h.machine.experiments.reconcile(h.machine.registration.machineId, 0)

@@ -154,7 +154,7 @@ t.test('on an engine without the NVIDIA runtime a GPU experiment fails with Dock
   await h.fglab.waitFinished([id], 30_000)
   const e = h.fglab.experiment(id)
   t.equal(e.fields._status, 'fail')
-  t.match((e.fields.FGMachine as Record<string, unknown>).error, /could not select device driver "(nvidia)?" with capabilities: \[\[gpu\]\]/)
+  t.match(e.fields.reason, /could not select device driver "(nvidia)?" with capabilities: \[\[gpu\]\]/)
   const stderr = h.machine.logHub.backlog(id).filter((c) => c.stream === 'stderr').map((c) => c.text).join('')
   t.match(stderr, /could not select device driver/, 'the reason is in the live log')
   await h.machine.experiments.idle()

@@ -57,7 +57,8 @@ t.test('a fresh run: started, results, how it ended, status, finished, in that o
   t.same(e.fields._scores, { acc: 0.9 })
   t.equal(e.files.get('run.log')?.data?.toString(), 'epoch 1\n')
   t.equal(e.fields._status, 'success')
-  t.same(e.fields.FGMachine, { exit_code: 0 })
+  t.match(e.fields, { exit_code: 0, FGMachine: /^success: exit code 0, ran / })
+  t.equal(e.fields.reason, undefined, 'no failure reason')
   t.equal(e.fields.FGMachine_results, undefined, 'no problems to tell')
   t.notOk(existsSync(path.join(r.resultsDir, id)), 'results folder removed')
   t.equal(r.docker.containers.size, 0, 'container removed')
@@ -74,7 +75,8 @@ t.test('a launch that fails is "failed to start"; a bookkeeping failure after th
   r.docker.failNext('start')
   await m.manager.start('p', { _id: bad }, r.project())
   await r.fglab.waitFinished([bad])
-  t.match(r.fglab.experiment(bad).fields.FGMachine, { exit_code: null, error: /^failed to start: start failed/ })
+  t.notOk('exit_code' in r.fglab.experiment(bad).fields, 'no exit code: it never ran')
+  t.match(r.fglab.experiment(bad).fields, { reason: /^failed to start: start failed/ })
   t.equal(r.fglab.experiment(bad).started, 0)
   t.equal(r.docker.containers.size, 0, 'the container that could not start is removed')
 
@@ -101,7 +103,7 @@ t.test('a pull that fails fails the experiment with Docker\'s reason, with no co
   const id = objectId()
   await m.manager.start('p', { _id: id }, r.project({ image: 'fake/missing:1' }))
   await r.fglab.waitFinished([id])
-  t.match(r.fglab.experiment(id).fields.FGMachine, { error: /failed to start: cannot pull image fake\/missing:1: .*no space left on device/ })
+  t.match(r.fglab.experiment(id).fields, { reason: /failed to start: cannot pull image fake\/missing:1: .*no space left on device/ })
   t.equal(r.docker.containers.size, 0)
 })
 
@@ -119,7 +121,7 @@ t.test('resume, from each phase', async (t) => {
     m = await r.boot()
     t.equal(m.scheduler.leases().length, 1, 'its lease is held again at once')
     await settled(r, id)
-    t.match(r.fglab.experiment(id).fields.FGMachine, { error: 'FGMachine stopped before the experiment got a container' })
+    t.match(r.fglab.experiment(id).fields, { reason: 'FGMachine stopped before the experiment got a container' })
     t.equal(r.fglab.experiment(id).started, 0)
     t.equal(m.scheduler.leases().length, 0)
   })
@@ -141,7 +143,7 @@ t.test('resume, from each phase', async (t) => {
     t.equal(r.docker.byExperiment(id)?.status, 'created')
     await r.boot()
     await settled(r, id)
-    t.match(r.fglab.experiment(id).fields.FGMachine, { error: 'FGMachine stopped before the experiment started' })
+    t.match(r.fglab.experiment(id).fields, { reason: 'FGMachine stopped before the experiment started' })
     t.equal(r.docker.containers.size, 0)
   })
 
@@ -172,7 +174,7 @@ t.test('resume, from each phase', async (t) => {
     r.docker.exit(r.docker.byExperiment(id)!, 3)
     await r.boot()
     await settled(r, id)
-    t.same(r.fglab.experiment(id).fields.FGMachine, { exit_code: 3 })
+    t.match(r.fglab.experiment(id).fields, { exit_code: 3, reason: 'exit code 3', FGMachine: /^fail: exit code 3/ })
     t.equal(r.docker.containers.size, 0)
   })
 
@@ -182,7 +184,7 @@ t.test('resume, from each phase', async (t) => {
     r.docker.containers.clear()
     await r.boot()
     await settled(r, id)
-    t.match(r.fglab.experiment(id).fields.FGMachine, { error: /its container is gone/ })
+    t.match(r.fglab.experiment(id).fields, { reason: /its container is gone/ })
   })
 
   t.test('Docker unreachable during the resume: it waits for Docker, then carries on', async (t) => {
@@ -213,7 +215,7 @@ t.test('killed, then FGMachine restarts before it ends: still reported fail, kil
   r.docker.exit(r.docker.byExperiment(id)!, 0) // it saved and exited 0
   await settled(r, id)
   t.equal(r.fglab.experiment(id).fields._status, 'fail', 'a killed experiment never ends success')
-  t.match(r.fglab.experiment(id).fields.FGMachine, { killed: true })
+  t.match(r.fglab.experiment(id).fields, { killed: true })
 })
 
 t.test('a timeout counts from the launch: a restart does not give it more time', async (t) => {
@@ -235,7 +237,7 @@ t.test('a timeout counts from the launch: a restart does not give it more time',
   clock.auto = true
   clock.advance(0)
   await settled(r, id)
-  t.match(r.fglab.experiment(id).fields.FGMachine, { timed_out: true, error: 'timed out after 3600 s' })
+  t.match(r.fglab.experiment(id).fields, { timed_out: true, reason: 'timed out after 3600 s' })
   t.equal(r.fglab.experiment(id).fields._status, 'fail')
 })
 
