@@ -11,6 +11,8 @@ import { protocolRoutes } from './api/protocol-routes.js'
 import type { LogHub } from './logs/log-hub.js'
 import type { ProjectStore } from './projects/store.js'
 import { ProjectsFileError } from './projects/store.js'
+import { Admission } from './runner/admission.js'
+import { NoCapacityError } from './runner/errors.js'
 import type { ExperimentManager } from './runner/experiment-manager.js'
 import type { Scheduler } from './scheduler/scheduler.js'
 import type { GpuDevice } from './gpu/nvidia-smi.js'
@@ -54,6 +56,8 @@ export async function buildApp(services: AppServices, opts: AppOptions = {}): Pr
     const e = err as Error & { statusCode?: number; code?: string }
     if (e instanceof ZodError) return reply.status(400).send({ error: e.issues.map((i) => i.message).join('; ') })
     if (e instanceof ProjectsFileError) return reply.status(409).send({ error: e.message })
+    // FGLab's shape, and why: FGLab reads only the status; people and scripts read the reason.
+    if (e instanceof NoCapacityError) return reply.status(501).send({ error: e.message, cause: e.refusal.cause, reason: e.refusal.reason })
     const status = e.statusCode ?? 500
     if (status >= 500 && status !== 501) req.log.error({ err }, 'request failed')
     return reply.status(status).send({ error: status === 500 ? 'Internal error' : e.message })
@@ -62,7 +66,7 @@ export async function buildApp(services: AppServices, opts: AppOptions = {}): Pr
 
   protocolRoutes(app, {
     projects: services.projects,
-    scheduler: services.scheduler,
+    admission: new Admission({ projects: services.projects, scheduler: services.scheduler, experiments: services.experiments, log: app.log }),
     experiments: services.experiments,
     machineUrl: services.machineUrl,
     machineId: services.machineId,

@@ -1,14 +1,14 @@
 import type { FastifyInstance } from 'fastify'
 import { z } from 'zod'
 import type { ProjectStore } from '../projects/store.js'
+import type { Admission } from '../runner/admission.js'
 import type { ExperimentManager } from '../runner/experiment-manager.js'
-import { BadRequestError, NoCapacityError } from '../runner/errors.js'
-import type { Scheduler } from '../scheduler/scheduler.js'
+import { BadRequestError } from '../runner/errors.js'
 import { isObjectId, isProjectId } from '../util/ids.js'
 
 export interface ProtocolDeps {
   projects: ProjectStore
-  scheduler: Scheduler
+  admission: Admission
   experiments: ExperimentManager
   machineUrl: string
   machineId: () => string | undefined
@@ -28,9 +28,7 @@ function projectIdFrom(params: unknown): string {
 /** The calls FGLab and its pages make to a machine (PROTOCOL.md). Thin: validate, call the domain, answer. */
 export function protocolRoutes(app: FastifyInstance, deps: ProtocolDeps): void {
   app.get('/projects/:projectId/capacity', async (req) => {
-    const project = deps.projects.get(projectIdFrom(req.params))
-    const capacity = project && deps.experiments.accepting() ? deps.scheduler.capacity(project) : 0
-    if (capacity <= 0) throw new NoCapacityError()
+    const capacity = deps.admission.capacity(projectIdFrom(req.params))
     return { capacity, address: deps.machineUrl, _id: deps.machineId() }
   })
 
@@ -38,7 +36,7 @@ export function protocolRoutes(app: FastifyInstance, deps: ProtocolDeps): void {
     const projectId = projectIdFrom(req.params)
     const body = req.body
     if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new BadRequestError('body must be a JSON object of options with _id')
-    await deps.experiments.start(projectId, body as Record<string, unknown>, deps.projects.get(projectId))
+    await deps.admission.start(projectId, body as Record<string, unknown>)
     return body
   })
 

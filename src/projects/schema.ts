@@ -9,7 +9,7 @@ export type OptionStyle = (typeof OPTION_STYLES)[number]
 
 /** Zod's message for a value of the wrong type, or "missing" when there is none. */
 const typed = (what: string, expected: string) => (iss: { input?: unknown }) =>
-  iss.input === undefined ? `${what} is missing: it must be ${expected}` : `${what} must be ${expected}`
+  iss.input === undefined ? `${what} is missing: it must be ${expected}` : iss.input === '' ? `${what} is empty: it must be ${expected}` : `${what} must be ${expected}`
 
 /** Numbers may come as strings, as in the seed's example (`"capacity": "0.5"`). */
 const numeric = (what: string) =>

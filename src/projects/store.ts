@@ -3,7 +3,7 @@ import { mkdir, readFile, rename, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { watch, type FSWatcher } from 'chokidar'
 import type { Logger } from 'pino'
-import { parseProjects, projectTemplate, type Project } from './schema.js'
+import { parseProjects, projectTemplate, type Project, type ProjectProblem } from './schema.js'
 
 /** A machine-specific rule for projects: the problem (field and why), or undefined when the project may run. */
 export type ProjectCheck = (project: Project) => { field: string; message: string } | undefined
@@ -22,7 +22,10 @@ export class ProjectsFileError extends Error {
  */
 export class ProjectStore extends EventEmitter<{ change: [Record<string, unknown>] }> {
   #projects = new Map<string, Project>()
+  #problems = new Map<string, ProjectProblem[]>()
   #raw: Record<string, unknown> = {}
+  /** Whether a configuration was ever loaded: else there is no "last good" one to keep. */
+  #loaded = false
   #watcher: FSWatcher | undefined
   #writing = Promise.resolve()
   #checks: ProjectCheck[] = []
@@ -53,6 +56,16 @@ export class ProjectStore extends EventEmitter<{ change: [Record<string, unknown
     return [...this.#projects.values()]
   }
 
+  /** Why the entry for `id` was left out, when it was. */
+  problems(id: string): ProjectProblem[] | undefined {
+    return this.#problems.get(id)
+  }
+
+  /** "keeping the last good configuration", or what happens when there never was one. */
+  #keeping(): string {
+    return this.#loaded ? 'keeping the last good configuration' : 'no project can run until it is fixed'
+  }
+
   /** The file as last parsed, which is what FGLab is told. */
   raw(): Record<string, unknown> {
     return this.#raw
@@ -69,18 +82,18 @@ export class ProjectStore extends EventEmitter<{ change: [Record<string, unknown
         this.#apply({})
         return true
       }
-      this.log.error({ file: this.file, err }, 'cannot read projects.json; keeping the last good configuration')
+      this.log.error({ file: this.file, err }, `cannot read projects.json; ${this.#keeping()}`)
       return false
     }
     let raw: unknown
     try {
       raw = text.trim() === '' ? {} : JSON.parse(text)
     } catch (err) {
-      this.log.error({ file: this.file, reason: (err as Error).message }, 'projects.json is not valid JSON; keeping the last good configuration')
+      this.log.error({ file: this.file, reason: (err as Error).message }, `projects.json is not valid JSON; ${this.#keeping()}`)
       return false
     }
     if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
-      this.log.error({ file: this.file }, 'projects.json must hold an object keyed by project id; keeping the last good configuration')
+      this.log.error({ file: this.file }, `projects.json must hold an object keyed by project id; ${this.#keeping()}`)
       return false
     }
     this.#apply(raw as Record<string, unknown>)
@@ -102,7 +115,10 @@ export class ProjectStore extends EventEmitter<{ change: [Record<string, unknown
       this.log.error({ projectId: p.projectId, field: p.field, reason: p.message }, `project ${p.projectId} left out: ${p.field ? p.field + ': ' : ''}${p.message}`)
     }
     this.#projects = projects
+    this.#problems = new Map()
+    for (const p of problems) this.#problems.set(p.projectId, [...(this.#problems.get(p.projectId) ?? []), p])
     this.#raw = raw
+    this.#loaded = true
     this.log.info({ projects: [...projects.keys()], invalid: new Set(problems.map((p) => p.projectId)).size }, 'projects loaded')
     this.emit('change', raw)
   }

@@ -1,9 +1,12 @@
+import type { Refusal } from '../scheduler/refusal.js'
+
 /** Errors the API maps to PROTOCOL.md's answers. */
+/** 501 `{"error": "No capacity available", "cause": …, "reason": …}`: FGLab's answer, and why. */
 export class NoCapacityError extends Error {
   override readonly name = 'NoCapacityError'
   readonly code = 'FGM_NO_CAPACITY'
   readonly statusCode = 501
-  constructor() {
+  constructor(readonly refusal: Refusal) {
     // The exact text FGLab and the original use.
     super('No capacity available')
   }

@@ -1,6 +1,7 @@
 import path from 'node:path'
 import type { Outbox } from '../fglab/outbox.js'
 import type { Project } from '../projects/schema.js'
+import type { Refusal } from '../scheduler/refusal.js'
 import { isObjectId } from '../util/ids.js'
 import type { OptionValue } from './argv.js'
 import { BadRequestError, ConflictError, NoCapacityError } from './errors.js'
@@ -48,9 +49,17 @@ export class ExperimentManager {
     return [...this.#runs.values()]
   }
 
-  /** Whether new experiments are taken at all: not while shutting down, nor while the outbox is full. */
-  accepting(): boolean {
-    return !this.#shutdown.signal.aborted && !this.deps.outbox.full()
+  /** Why no new experiment is taken at all, if none is: FGMachine shuts down, or the outbox is full. */
+  refusal(): Refusal | undefined {
+    if (this.#shutdown.signal.aborted) return { cause: 'shutting_down', reason: 'FGMachine is shutting down' }
+    if (this.deps.outbox.full()) {
+      const mb = (this.deps.outbox.bytes() / 1024 / 1024).toFixed(1)
+      return {
+        cause: 'outbox_full',
+        reason: `the outbox is full: ${mb} MB of reports wait for FGLab (FGMACHINE_OUTBOX_MAX_MB); experiments are taken again once FGLab has taken half of it`,
+      }
+    }
+    return undefined
   }
 
   /**
@@ -62,11 +71,12 @@ export class ExperimentManager {
   async start(projectId: string, body: Record<string, unknown>, project: Project | undefined): Promise<Run> {
     const id = body._id
     if (!isObjectId(id)) throw new BadRequestError('_id must be an FGLab experiment id (24 hex digits)')
-    if (!project) throw new NoCapacityError()
+    if (!project) throw new NoCapacityError({ cause: 'unknown_project', reason: `project ${projectId} is not in projects.json` })
     if (this.#runs.has(id)) throw new ConflictError(`experiment ${id} is already running here`)
-    if (!this.accepting()) throw new NoCapacityError()
+    const refused = this.refusal()
+    if (refused) throw new NoCapacityError(refused)
     const lease = this.deps.scheduler.reserve(id, project)
-    if (!lease) throw new NoCapacityError()
+    if (!lease) throw new NoCapacityError(this.deps.scheduler.refusal(project))
     const record: RunRecord = {
       id,
       projectId: project.id,

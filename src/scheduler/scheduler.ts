@@ -1,4 +1,5 @@
 import type { Project } from '../projects/schema.js'
+import type { Refusal } from './refusal.js'
 import { UNIT, toUnits } from './units.js'
 
 export interface GpuShare {
@@ -62,6 +63,32 @@ export class Scheduler {
       n = Math.min(n, Math.floor(this.#freeWholeGpus().length / d.wholeGpus))
     }
     return Math.max(0, n)
+  }
+
+  /** Why `capacity(project)` is 0: a GPU project on a machine with too few GPUs, or everything in use. */
+  refusal(project: Pick<Project, 'id' | 'capacity' | 'gpu_capacity'>): Refusal {
+    const d = demandOf(project)
+    const gpus = this.#gpuUsed.size
+    if ((d.gpuUnits !== undefined || d.wholeGpus !== undefined) && gpus === 0) {
+      return {
+        cause: 'no_gpus',
+        reason: `project ${project.id} asks for GPUs (gpu_capacity ${project.gpu_capacity}) and this machine has none to give (nvidia-smi found none, or FGMACHINE_GPUS leaves none)`,
+      }
+    }
+    if (d.wholeGpus !== undefined && d.wholeGpus > gpus) {
+      return { cause: 'too_few_gpus', reason: `project ${project.id} asks for ${d.wholeGpus} whole GPUs per experiment; this machine has ${gpus}` }
+    }
+    const pct = (units: number) => `${Math.round((100 * units) / UNIT)}%`
+    const inUse = [`machine ${pct(this.#cpuUsed)}`, ...[...this.#gpuUsed].sort((a, b) => a[0] - b[0]).map(([i, used]) => `GPU ${i} ${pct(used)}`)]
+    return {
+      cause: 'full',
+      reason: `busy: ${this.#leases.size} experiment(s) hold this machine's capacity (${inUse.join(', ')} in use); project ${project.id} needs ${[
+        d.cpuUnits ? `${pct(d.cpuUnits)} of the machine` : '',
+        d.gpuUnits !== undefined ? `${pct(d.gpuUnits)} of a GPU` : d.wholeGpus !== undefined ? `${d.wholeGpus} free GPUs` : '',
+      ]
+        .filter(Boolean)
+        .join(' and ')}`,
+    }
   }
 
   /** Reserve what one experiment needs, or return undefined when it does not fit. */

@@ -41,7 +41,7 @@ async function rig(t: Test, token: string | undefined): Promise<Rig> {
     return projectsAdd(id)
   }
   const experiments = {
-    accepting: () => true,
+    refusal: () => undefined,
     start(projectId: string) {
       calls.push(`start ${projectId}`)
       return {}

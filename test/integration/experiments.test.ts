@@ -67,7 +67,7 @@ t.test('40 simultaneous starts of a capacity 0.1 project admit exactly 10', asyn
   const refused = answers.filter((a) => a.status === 501)
   t.equal(ok.length, 10)
   t.equal(refused.length, 30)
-  t.same(refused[0]?.body, { error: 'No capacity available' })
+  t.match(refused[0]?.body, { error: 'No capacity available', cause: 'full', reason: /^busy: 10 experiment\(s\) hold this machine's capacity \(machine 100% in use\); project p needs 10% of the machine$/ })
   const admitted = ids.filter((_, i) => answers[i]!.status === 200)
   await h.fglab.waitFinished(admitted, 60_000)
   t.ok(admitted.every((id) => h.fglab.experiment(id).fields._status === 'success'))

@@ -113,7 +113,7 @@ t.test('FGMACHINE_GPUS picks GPUs by index or UUID; "none" hands out none', asyn
   const none = await startHarness({ config: { gpus: 'none' }, projects: (r) => ({ half: gpuProject(r, 0.5) }) })
   t.teardown(() => none.close())
   t.same(none.machine.gpus, [])
-  t.equal((await none.capacity('half')).status, 501, 'a GPU project on a machine without GPUs has no capacity')
+  t.match(await none.capacity('half'), { status: 501, body: { cause: 'no_gpus', reason: /asks for GPUs \(gpu_capacity 0\.5\) and this machine has none/ } }, 'a GPU project on a machine without GPUs has no capacity, and is told why')
 })
 
 t.test('local process GPU projects get gpu_command and the host index', async (t) => {

@@ -30,7 +30,7 @@ t.test('bad input gets a clear 4xx and changes nothing', async (t) => {
   t.equal(res.status, 413, 'body size is limited')
   res = await post('/projects/unknown-project', JSON.stringify({ _id: objectId() }))
   t.equal(res.status, 501, 'unknown project: no capacity')
-  t.same(await res.json(), { error: 'No capacity available' })
+  t.match(await res.json(), { error: 'No capacity available', cause: 'unknown_project', reason: /^project unknown-project is not in .*projects\.json: press "Add to Machine"/ }, 'FGLab\'s answer, and why')
   t.equal((await h.capacity('unknown-project')).status, 501)
   t.equal((await h.capacity('..%2F..%2Fetc')).status, 400, 'an encoded path is not a project id')
   res = await fetch(`${h.url}/experiments/..%2F..%2Fetc%2Fpasswd/kill`, { method: 'POST' })
@@ -53,8 +53,8 @@ t.test('a full outbox (FGLab away for long) takes no new experiments; they come 
   const first = objectId()
   t.equal((await h.submit('p', { _id: first })).status, 200)
   await h.fglab.waitFor(() => h.machine.outbox.full(), 30_000, 'the outbox filling while FGLab refuses')
-  t.equal((await h.capacity('p')).status, 501, 'no capacity while the outbox is full')
-  t.equal((await h.submit('p', { _id: objectId() })).status, 501, 'and a start is refused')
+  t.match(await h.capacity('p'), { status: 501, body: { cause: 'outbox_full', reason: /^the outbox is full: [\d.]+ MB of reports wait for FGLab/ } }, 'no capacity while the outbox is full')
+  t.match(await h.submit('p', { _id: objectId() }), { status: 501, body: { cause: 'outbox_full' } }, 'and a start is refused')
   t.ok(h.logs.find(/the outbox is full/))
   h.fglab.recover()
   await h.fglab.waitFinished([first], 30_000)
@@ -103,7 +103,7 @@ t.test('"Add to Machine": PUT /projects adds a template, with CORS for the FGLab
   t.same(await res.json(), { msg: `Project ID ${id} already exists` })
   res = await put({ project_id: '../x' })
   t.equal(res.status, 400)
-  t.equal((await h.capacity(id)).status, 501, 'an unfilled template offers no capacity')
+  t.match(await h.capacity(id), { status: 501, body: { cause: 'invalid_entry', reason: /entry in .*projects\.json is left out: .*capacity: capacity is empty: it must be a number/ } }, 'an unfilled template offers no capacity, and says what to fill in')
   await h.fglab.waitFor(() => Object.hasOwn((h.fglab.projects.get(h.machine.registration.machineId!) ?? {}) as object, id), 10_000, 'projects sent to FGLab')
 })
 
@@ -193,4 +193,16 @@ t.test('GET /health says whether Docker and FGLab answer', async (t) => {
   res = await fetch(`${noDocker.url}/health`)
   t.equal(res.status, 503)
   t.match(await res.json(), { status: 'unhealthy', docker: { ok: false, error: /Docker is not reachable/ } })
+})
+
+t.test('a misspelled key refuses its entry: FGLab gets no capacity, with the reason and the likely key; the log says it once', async (t) => {
+  const h = await startHarness({ projects: (r) => ({ p: { image, command: 'true', capacity: 0.5, results: r, shm_szie: '8g' } }) })
+  t.teardown(() => h.close())
+  t.ok(h.logs.find('project p left out: shm_szie: unknown key "shm_szie": did you mean "shm_size"?'), 'said at load')
+  for (let i = 0; i < 3; i++) {
+    t.match(await h.capacity('p'), { status: 501, body: { cause: 'invalid_entry', reason: /shm_szie: unknown key "shm_szie": did you mean "shm_size"\?/ } })
+  }
+  t.match(await h.submit('p', { _id: objectId() }), { status: 501, body: { cause: 'invalid_entry' } }, 'a start says the same')
+  t.equal(h.logs.lines.filter((l) => /^no capacity for FGLab: project p's entry/.test(String(l.msg))).length, 1, 'logged once, not at every question')
+  t.equal(h.fglab.experiments.size, 0)
 })
