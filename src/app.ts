@@ -1,7 +1,8 @@
 import os from 'node:os'
 import cors from '@fastify/cors'
 import websocket from '@fastify/websocket'
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import Fastify, { type FastifyInstance } from 'fastify'
+import type { Logger } from 'pino'
 import { ZodError } from 'zod'
 import { tokenAuth } from './api/auth.js'
 import { gpuRoutes } from './api/gpu-routes.js'
@@ -25,12 +26,13 @@ export interface AppServices {
   gpus?: readonly GpuDevice[]
   machineUrl: string
   machineId: () => string | undefined
-  hostname?: string
+  /** The machine's name as FGLab shows it. */
+  hostname?: () => string
   health?: Omit<HealthProbes, 'machineId'>
 }
 
 export interface AppOptions {
-  logger?: FastifyServerOptions['loggerInstance']
+  logger?: Logger
   /** Largest request body (bytes). */
   bodyLimit?: number
   /** FGMACHINE_TOKEN: when set, POST and PUT calls need it (src/api/auth.ts). */
@@ -39,8 +41,11 @@ export interface AppOptions {
 
 /** Build the HTTP app from the services it is given. Listens on nothing; touches no Docker. */
 export async function buildApp(services: AppServices, opts: AppOptions = {}): Promise<FastifyInstance> {
+  const log = opts.logger
   const app = Fastify({
-    loggerInstance: opts.logger,
+    // Fastify's own lines (two per request, the healthcheck's included, and one "listening" per
+    // interface) only with LOG_LEVEL=debug; its warnings and errors always.
+    loggerInstance: log?.child({ component: 'http' }, { level: log.isLevelEnabled('debug') ? log.level : 'warn' }),
     bodyLimit: opts.bodyLimit ?? 256 * 1024,
     // Ids are validated by the routes; `__proto__`/`constructor` in bodies are refused by the JSON parser.
     onProtoPoisoning: 'error',
@@ -66,11 +71,11 @@ export async function buildApp(services: AppServices, opts: AppOptions = {}): Pr
 
   protocolRoutes(app, {
     projects: services.projects,
-    admission: new Admission({ projects: services.projects, scheduler: services.scheduler, experiments: services.experiments, log: app.log }),
+    admission: new Admission({ projects: services.projects, scheduler: services.scheduler, experiments: services.experiments, log: log?.child({ component: 'admission' }) ?? app.log }),
     experiments: services.experiments,
     machineUrl: services.machineUrl,
     machineId: services.machineId,
-    hostname: services.hostname ?? os.hostname(),
+    hostname: services.hostname ?? (() => os.hostname()),
   })
   gpuRoutes(app, services.gpus ?? [], services.scheduler)
   if (services.health) healthRoutes(app, { ...services.health, machineId: services.machineId })

@@ -81,6 +81,7 @@ const EnvSchema = z.object({
     .number({ error: 'FGMACHINE_KILL_GRACE_S must be a number of seconds' })
     .min(0, 'FGMACHINE_KILL_GRACE_S must be a number of seconds, 0 or more')
     .default(10),
+  FGMACHINE_HOSTNAME: z.string().trim().min(1).optional(),
   FGMACHINE_TOKEN: z
     .string()
     .trim()
@@ -110,6 +111,8 @@ export interface Config {
   outboxMaxBytes: number
   /** Results files larger than this are not sent (the folder is kept, the experiment says why). */
   maxFileBytes: number
+  /** FGMACHINE_HOSTNAME: the name FGLab shows for this machine (default: the host's name, also from inside a container). */
+  hostname?: string
 }
 
 export class ConfigError extends Error {
@@ -131,9 +134,19 @@ function linkedFglabUrl(env: NodeJS.ProcessEnv): string | undefined {
   return `http://${addr}:${env.FGLAB_PORT_5080_TCP_PORT ?? '5080'}`
 }
 
-function defaultPort(url: URL): number {
-  if (url.port) return Number(url.port)
-  return url.protocol === 'https:' ? 443 : 80
+/**
+ * The port to listen on: PORT, else the one written in FGMACHINE_URL. A URL
+ * without one would mean listening on 80: almost never what was meant.
+ */
+function listenPort(raw: string, url: URL, port: number | undefined): number {
+  if (port !== undefined) return port
+  const written = /^[a-z]+:\/\/(?:[^@/]*@)?(?:\[[^\]]*\]|[^:/]*):(\d+)/i.exec(raw)
+  if (written) return Number(written[1])
+  const fallback = url.protocol === 'https:' ? 443 : 80
+  throw new ConfigError([
+    `FGMACHINE_URL ${raw} has no port, so FGLab and browsers would call port ${fallback}: write the port FGMachine listens on, e.g. ${url.protocol}//${url.host}:5081` +
+      ` (behind a proxy that serves port ${fallback}, also set PORT to the port FGMachine itself listens on)`,
+  ])
 }
 
 /** Parse and validate the environment; throws ConfigError naming each bad variable. */
@@ -157,7 +170,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     fglabUrl: e.FGLAB_URL.trim().replace(/\/+$/, ''),
     machineUrl: e.FGMACHINE_URL.trim().replace(/\/+$/, ''),
     host: e.HOST,
-    port: e.PORT ?? defaultPort(machineUrl),
+    port: listenPort(e.FGMACHINE_URL.trim(), machineUrl, e.PORT),
     projectsPath: path.resolve(cwd, e.FGMACHINE_PROJECTS),
     dataDir: path.resolve(cwd, e.FGMACHINE_DATA_DIR),
     dockerHost: e.DOCKER_HOST,
@@ -169,6 +182,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     pullStallMs: Math.round(e.FGMACHINE_PULL_STALL_S * 1000),
     outboxMaxBytes: Math.round(e.FGMACHINE_OUTBOX_MAX_MB * 1024 * 1024),
     maxFileBytes: Math.round(e.FGMACHINE_MAX_FILE_MB * 1024 * 1024),
+    hostname: e.FGMACHINE_HOSTNAME,
   }
 }
 

@@ -125,8 +125,12 @@ t.test('every problem is reported at once', async (t) => {
 
 t.test('the port defaults from FGMACHINE_URL', async (t) => {
   t.equal(loadConfig({ ...BASE, FGMACHINE_URL: 'http://box:7000' }, CWD).port, 7000)
-  t.equal(loadConfig({ ...BASE, FGMACHINE_URL: 'http://box' }, CWD).port, 80)
-  t.equal(loadConfig({ ...BASE, FGMACHINE_URL: 'https://box' }, CWD).port, 443)
+  t.equal(loadConfig({ ...BASE, FGMACHINE_URL: 'http://box:80' }, CWD).port, 80, 'port 80 when written')
+  t.equal(loadConfig({ ...BASE, FGMACHINE_URL: 'http://user:pw@[::1]:7001/x' }, CWD).port, 7001)
+  t.equal(loadConfig({ ...BASE, FGMACHINE_URL: 'https://box', PORT: '5081' }, CWD).port, 5081, 'behind a proxy: PORT says where to listen')
+  for (const url of ['http://box', 'https://box/', 'http://[::1]']) {
+    t.throws(() => loadConfig({ ...BASE, FGMACHINE_URL: url }, CWD), { message: /FGMACHINE_URL .* has no port, so FGLab and browsers would call port (80|443): write the port FGMachine listens on, e\.g\. https?:\/\/.*:5081/ }, url)
+  }
 })
 
 t.test('HOST and PORT override', async (t) => {

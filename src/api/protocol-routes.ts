@@ -12,7 +12,7 @@ export interface ProtocolDeps {
   experiments: ExperimentManager
   machineUrl: string
   machineId: () => string | undefined
-  hostname: string
+  hostname: () => string
 }
 
 const ProjectParams = z.object({ projectId: z.string() })
@@ -47,7 +47,7 @@ export function protocolRoutes(app: FastifyInstance, deps: ProtocolDeps): void {
     if (!isProjectId(id)) throw new BadRequestError('project_id must be letters, digits, "_" or "-"')
     const added = await deps.projects.addTemplate(id)
     return {
-      msg: added ? `Project ID ${id} template added - please adjust on ${deps.hostname}` : `Project ID ${id} already exists`,
+      msg: added ? `Project ID ${id} template added - please adjust on ${deps.hostname()}` : `Project ID ${id} already exists`,
     }
   })
 

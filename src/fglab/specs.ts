@@ -7,10 +7,10 @@ import type { MachineSpecs } from './client.js'
  * `gpus` is the list of names FGLab's machine page shows; `gpu_details` adds
  * what FGMachine knows of each.
  */
-export function machineSpecs(address: string, gpus: readonly GpuDevice[] = []): MachineSpecs {
+export function machineSpecs(address: string, gpus: readonly GpuDevice[] = [], hostname = os.hostname()): MachineSpecs {
   return {
     address,
-    hostname: os.hostname(),
+    hostname,
     os: { type: os.type(), platform: os.platform(), arch: os.arch(), release: os.release() },
     cpus: os.cpus().map((c) => c.model),
     mem: `${(os.totalmem() / 1024 ** 3).toFixed(1)}GB`,

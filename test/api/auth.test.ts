@@ -63,7 +63,7 @@ async function rig(t: Test, token: string | undefined): Promise<Rig> {
       logHub: new LogHub(),
       machineUrl: 'http://machine:5081',
       machineId: () => 'm1',
-      hostname: 'box',
+      hostname: () => 'box',
       health: { docker: async () => undefined, fglab: async () => undefined },
     },
     { logger: log, token },

@@ -30,7 +30,7 @@ async function appFor(hub: LogHub) {
       logHub: hub,
       machineUrl: 'http://machine:5081',
       machineId: () => 'm1',
-      hostname: 'box',
+      hostname: () => 'box',
       health: { docker: async () => undefined, fglab: async () => undefined },
     },
     { logger: pino({ level: 'debug' }, logs) },
