@@ -25,7 +25,7 @@ function projectIdFrom(params: unknown): string {
   return projectId
 }
 
-/** The calls FGLab and its pages make to a machine (PROTOCOL.md). Thin: validate, call the domain, answer. */
+/** The calls FGLab and its pages make to a machine (docs/PROTOCOL.md). Thin: validate, call the domain, answer. */
 export function protocolRoutes(app: FastifyInstance, deps: ProtocolDeps): void {
   app.get('/projects/:projectId/capacity', async (req) => {
     const capacity = deps.admission.capacity(projectIdFrom(req.params))

@@ -63,7 +63,7 @@ export interface FglabClientOptions {
 }
 
 /**
- * The one client for every call FGMachine makes to FGLab (PROTOCOL.md).
+ * The one client for every call FGMachine makes to FGLab (docs/PROTOCOL.md).
  * Each method makes one attempt; retrying is the caller's job.
  */
 export class FglabClient {
@@ -96,7 +96,7 @@ export class FglabClient {
     return this.#call('PUT', `/api/v1/experiments/${encodeURIComponent(id)}/started`)
   }
 
-  /** `$set` these fields. FGLab's `{"msg": ...}` is not read: it says "error" for every update that worked (PROTOCOL.md). */
+  /** `$set` these fields. FGLab's `{"msg": ...}` is not read: it says "error" for every update that worked (docs/PROTOCOL.md). */
   updateExperiment(id: string, fields: Record<string, unknown>): Promise<unknown> {
     return this.#call('PUT', `/api/v1/experiments/${encodeURIComponent(id)}`, fields)
   }

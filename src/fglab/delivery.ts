@@ -38,7 +38,7 @@ function sameFailure(err: unknown): string | undefined {
 
 /**
  * Sends one report until it ends: sent, or given up once it clearly never
- * will be (PROTOCOL.md, "What the real FGLab answers"):
+ * will be (docs/PROTOCOL.md, "What the real FGLab answers"):
  * - a 4xx other than the passing and credential ones: at once;
  * - the same 5xx (or the same failed connection) for the same report
  *   REFUSED_AFTER times over REFUSED_SPAN_MS, while FGLab itself works (it

@@ -3,7 +3,7 @@ import type { GpuDevice } from '../gpu/nvidia-smi.js'
 import type { MachineSpecs } from './client.js'
 
 /**
- * The machine's description, in the original's shape (PROTOCOL.md, "Specs"):
+ * The machine's description, in the original's shape (docs/PROTOCOL.md, "Specs"):
  * `gpus` is the list of names FGLab's machine page shows; `gpu_details` adds
  * what FGMachine knows of each.
  */

@@ -4,7 +4,7 @@ export type OptionValue = string | number | boolean | null | object
 
 /**
  * The experiment's options as argv elements after `args`, exactly as the
- * original FGMachine writes them (PROTOCOL.md, "Options → command line").
+ * original FGMachine writes them (docs/PROTOCOL.md, "Options → command line").
  * No shell is involved: each element is passed as it is.
  *
  * `boolean` is the project's `boolean` field: "optional" passes a true flag

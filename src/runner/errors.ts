@@ -1,6 +1,6 @@
 import type { Refusal } from '../scheduler/refusal.js'
 
-/** Errors the API maps to PROTOCOL.md's answers. */
+/** Errors the API maps to docs/PROTOCOL.md's answers. */
 /** 501 `{"error": "No capacity available", "cause": …, "reason": …}`: FGLab's answer, and why. */
 export class NoCapacityError extends Error {
   override readonly name = 'NoCapacityError'

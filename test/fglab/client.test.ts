@@ -29,7 +29,7 @@ t.test('FglabClient', async (t) => {
     })
     t.equal(withAuth.baseUrl, fglab.url, 'credentials are not part of the base URL')
     const id = objectId()
-    t.strictSame(await withAuth.experimentStarted(id), { msg: 'error' }, 'FGLab\'s answer to every update that worked (PROTOCOL.md)')
+    t.strictSame(await withAuth.experimentStarted(id), { msg: 'error' }, 'FGLab\'s answer to every update that worked (docs/PROTOCOL.md)')
     t.equal(fglab.calls[0]?.auth, 'Basic ' + Buffer.from('lab:p@ss:word').toString('base64'))
     const err = await without.experimentStarted(id).catch((e: unknown) => e)
     t.type(err, FglabError)

@@ -60,7 +60,7 @@ function mongoRefusal(fields: Record<string, unknown>, merged: Record<string, un
 
 /**
  * A stand-in for an unchanged FGLab server (its lab.js over MongoDB 3.6), as
- * PROTOCOL.md says it *really* answers: `{"msg": "error"}` to every update
+ * docs/PROTOCOL.md says it *really* answers: `{"msg": "error"}` to every update
  * that worked, 500 for an update MongoDB refuses (`{}`, a "." or "$" in a
  * field name, a document over 16 MiB), 500 to uploads for an experiment
  * deleted in FGLab, an empty 200 to GET of one. It records every call.

@@ -6,7 +6,7 @@ const ID = '5f1e2d3c4b5a69788796a5b4'
 const OPTIONS = { seed: 123, model: 'cnn.v2', L2: true, neg: false, _id: ID }
 const ARGS = ['first', 'last']
 
-// PROTOCOL.md, "Options → command line": what the original machine gives, word for word.
+// docs/PROTOCOL.md, "Options → command line": what the original machine gives, word for word.
 const TABLE: Array<[OptionStyle, string, string[]]> = [
   ['plain', 'optional', ['first', 'last', 'seed', '123', 'model', 'cnn.v2', 'L2', '_id', ID]],
   ['plain', 'mandatory', ['first', 'last', 'seed', '123', 'model', 'cnn.v2', 'L2', 'true', 'neg', 'false', '_id', ID]],
@@ -18,7 +18,7 @@ const TABLE: Array<[OptionStyle, string, string[]]> = [
   ['function', 'mandatory', ['first', `last('seed',123,'model','cnn.v2','L2',true,'neg',false,'_id','${ID}');`]],
 ]
 
-t.test('the whole table from PROTOCOL.md', async (t) => {
+t.test('the whole table from docs/PROTOCOL.md', async (t) => {
   for (const [style, boolean, expected] of TABLE) {
     t.strictSame(buildArgv(ARGS, OPTIONS, style, boolean), expected, `${style} × ${boolean}`)
   }
