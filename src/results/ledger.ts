@@ -96,6 +96,18 @@ export class Ledger {
     return lines.join(' | ')
   }
 
+  /** How many results files reached FGLab (as fields or as files), and how many did not. */
+  files(): { sent: number; notSent: number } {
+    let sent = 0
+    let notSent = 0
+    for (const [report, e] of this.#entries) {
+      if (!report.startsWith('file:')) continue
+      if (e.sent) sent++
+      else notSent++
+    }
+    return { sent, notSent }
+  }
+
   /** Forget it all: the experiment is done. */
   remove(): Promise<void> {
     return this.log.remove()

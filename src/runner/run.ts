@@ -160,7 +160,7 @@ export class Run {
     await this.#commitSurely({ phase: 'exited', exit, killed: this.killed, ...(containerId && { containerId }) })
     this.ctx.scheduler.release(this.id)
     const { FGMachine: how, ...summary } = exitSummary(exit, this.killed, this.#record.launchedMs)
-    this.#log.info({ ...summary, status: this.#success() ? 'success' : 'fail' }, `experiment ended: ${how}`)
+    this.#log.info({ how, ...summary, status: this.#success() ? 'success' : 'fail' }, 'experiment ended')
     if (!this.#success() && exit.error && !exit.error.startsWith('failed to start')) this.#publish('stderr', `[fgmachine] ${exit.error}\n`)
     return this.#afterExit()
   }
@@ -200,6 +200,7 @@ export class Run {
       return this.settled(this, { done: false })
     }
     const r = this.#record
+    const files = this.#ledger!.files()
     const keep = this.#ledger!.keepFolder()
     if (keep) this.#log.warn({ resultsDir: r.resultsDir, reason: keep }, 'results folder kept: not everything in it reached FGLab')
     else if (!r.keepResults) await this.#collector!.cleanup()
@@ -209,7 +210,7 @@ export class Run {
     else await this.ctx.journal.remove(this.id)
     await this.ctx.ledgers.remove(this.id)
     this.ctx.logHub.end(this.id)
-    this.#log.info('experiment reported')
+    this.#log.info({ files: files.sent, ...(files.notSent && { notSent: files.notSent }) }, 'experiment reported')
     this.settled(this, left ? { done: true, containerLeft: left } : { done: true })
   }
 

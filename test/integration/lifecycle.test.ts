@@ -50,7 +50,7 @@ t.test('a container experiment runs end to end and every result reaches FGLab', 
   t.same(e.fields._scores, { accuracy: 0.93, loss: 0.2 })
   t.same(e.fields._charts, [{ columnNames: ['loss'], data: { columns: [[1.0, 0.5, 0.2]] } }])
   t.equal(e.fields._notes, 'final notes', 'notes rewritten at the end arrive in their final form')
-  t.match(e.fields, { exit_code: 0, FGMachine: /^success: exit code 0, ran [\d.]+ s$/ })
+  t.match(e.fields, { exit_code: 0, FGMachine: /^success: exit code 0, ran [\d.]+ m?s$/ })
   t.type(e.fields.duration_s, 'number')
   for (const [k, v] of Object.entries(e.fields)) if (!k.startsWith('_')) t.not(typeof v, 'object', `${k} is shown as text on the page, not [object Object]`)
   const png = e.files.get('plot.png')
@@ -68,6 +68,9 @@ t.test('a container experiment runs end to end and every result reaches FGLab', 
   t.notMatch(stdout, 'warming up', 'stdout and stderr are kept apart')
 
   await h.machine.experiments.idle()
+  const line = (msg: string) => h.logs.lines.find((l) => l.msg === msg && l.experimentId === id)
+  t.match(line('experiment ended'), { how: /^success: exit code 0, ran [\d.]+ m?s$/, duration_s: Number, status: 'success' }, 'the log says how it ended and how long it ran')
+  t.match(line('experiment reported'), { files: 4 }, 'and how many results files reached FGLab')
   t.equal(h.machine.scheduler.leases().length, 0, 'capacity released')
   const { existsSync } = await import('node:fs')
   t.notOk(existsSync(`${h.resultsDir}/${id}`), 'the results folder is removed once acknowledged')
