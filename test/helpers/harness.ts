@@ -6,7 +6,16 @@ import pino from 'pino'
 import type { Config } from '../../src/config.js'
 import { createMachine, type Machine, type MachineOptions } from '../../src/machine.js'
 import { FakeFglab } from './fake-fglab.js'
-import { removeContainersLabelled } from './images.js'
+import { removeContainersLabelled, testDockerHost } from './images.js'
+
+/** DOCKER_HOST when it is a test engine; else none there (tests that need no engine), never the host's own. */
+function engineForTests(): string {
+  try {
+    return testDockerHost()
+  } catch {
+    return 'unix:///nonexistent/fgmachine-tests-use-no-host-engine.sock'
+  }
+}
 
 /** Log lines written by the service under test, parsed. */
 export class LogSink extends Writable {
@@ -34,7 +43,7 @@ export function testConfig(fields: Partial<Config> & Pick<Config, 'fglabUrl' | '
     machineUrl: 'http://127.0.0.1:0',
     host: '127.0.0.1',
     port: 0,
-    dockerHost: process.env.DOCKER_HOST,
+    dockerHost: engineForTests(),
     logLevel: 'debug',
     killGraceMs: 2000,
     gpus: 'none',

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process'
-import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, copyFileSync, chmodSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync, copyFileSync, chmodSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 
@@ -115,8 +115,56 @@ export function ensureNodeImage(): string {
   return NODE_IMAGE
 }
 
-/** Is a Docker engine reachable? Integration tests fail loudly when it is not (CI always has one). */
+const DEFAULT_SOCKET = '/var/run/docker.sock'
+
+/** The Unix socket a DOCKER_HOST names (a bare path, or unix:// with the default for none); undefined for tcp:// and ssh://. */
+function socketOf(host: string): string | undefined {
+  if (host.startsWith('unix://')) return host.slice('unix://'.length) || DEFAULT_SOCKET
+  return host.startsWith('/') ? host : undefined
+}
+
+/** Is this the host's own engine's socket: /var/run/docker.sock, under any name that resolves to it? */
+function isDefaultSocket(socket: string): boolean {
+  if (['/var/run/docker.sock', '/run/docker.sock'].includes(path.resolve(socket))) return true
+  try {
+    const [a, b] = [statSync(socket), statSync(DEFAULT_SOCKET)]
+    return a.dev === b.dev && a.ino === b.ino
+  } catch {
+    return false
+  }
+}
+
+/**
+ * DOCKER_HOST, when it names an engine for tests. Integration tests create, kill and
+ * remove containers and images: never on the host's own engine (unset DOCKER_HOST, or
+ * /var/run/docker.sock), which on a GPU box runs real work.
+ */
+export function testDockerHost(): string {
+  const host = process.env.DOCKER_HOST?.trim()
+  const socket = host ? socketOf(host) : DEFAULT_SOCKET
+  if (!host || (socket !== undefined && isDefaultSocket(socket))) {
+    throw new Error(
+      `integration tests run on a Docker engine of their own, not on this host's (DOCKER_HOST=${host || 'unset'}): ` +
+        'run them through `bash .ci/run` (it starts a private dockerd), or set DOCKER_HOST to a test engine ' +
+        '(`eval "$(bash .ci/test-dockerd start)"` starts one)',
+    )
+  }
+  return host
+}
+
+/** The test engine's Unix socket (for a container that drives it, as FGMachine's image does). */
+export function testDockerSocket(): string {
+  const socket = socketOf(testDockerHost())
+  if (!socket) throw new Error(`this test needs the test engine's Unix socket, not DOCKER_HOST=${process.env.DOCKER_HOST}`)
+  return socket
+}
+
+/**
+ * Is the test engine reachable? Integration tests fail loudly when it is not (CI always
+ * has one), and throw when DOCKER_HOST is not a test engine (testDockerHost).
+ */
 export function dockerAvailable(): boolean {
+  testDockerHost()
   try {
     docker(['info', '--format', '{{.ServerVersion}}'])
     return true

@@ -6,7 +6,7 @@ import path from 'node:path'
 import t, { type Test } from 'tap'
 import WebSocket from 'ws'
 import { buildApp } from '../../src/app.js'
-import { dockerAvailable, ensureBusyboxImage } from '../helpers/images.js'
+import { dockerAvailable, ensureBusyboxImage, testDockerSocket } from '../helpers/images.js'
 import { startHarness, type Harness } from '../helpers/harness.js'
 import { objectId } from '../helpers/ids.js'
 
@@ -84,7 +84,7 @@ t.test('symlinks, a FIFO and a socket in the results folder are skipped, never f
     'set -e',
     'cd "$FGLAB_RESULTS_DIR"',
     'busybox ln -s /etc/passwd passwd',
-    'busybox ln -s /var/run/docker.sock docker.sock',
+    'busybox ln -s "$DOCKER_SOCK" docker.sock',
     'busybox ln -s / root',
     'busybox ln -s "$OUTSIDE/secret.txt" secret.txt',
     'busybox ln -s "$OUTSIDE/stolen.json" stolen.json',
@@ -100,7 +100,7 @@ t.test('symlinks, a FIFO and a socket in the results folder are skipped, never f
   const h = await startHarness({
     projects: (r) => {
       outside = path.join(path.dirname(r), 'outside')
-      return { p: sh(script, r, { env: { OUTSIDE: outside } }) }
+      return { p: sh(script, r, { env: { OUTSIDE: outside, DOCKER_SOCK: testDockerSocket() } }) }
     },
   })
   t.teardown(() => h.close())
@@ -151,7 +151,7 @@ t.test('symlinks, a FIFO and a socket in the results folder are skipped, never f
   )
   t.ok(h.logs.lines.some((l) => /^results folder kept/.test(String(l.msg)) && l.experimentId === id), 'the kept folder is logged')
   t.equal(readFileSync('/etc/passwd', 'utf8'), passwd, '/etc/passwd is untouched')
-  t.ok(lstatSync('/var/run/docker.sock').isSocket(), 'the Docker socket is still there')
+  t.ok(lstatSync(testDockerSocket()).isSocket(), 'the Docker socket is still there')
   t.same(tree(outside), ['secret.txt:file', 'stolen.json:file'], 'the folder outside keeps its files')
   t.equal(readFileSync(path.join(outside, 'secret.txt'), 'utf8'), SECRET, 'a symlinked file outside is neither deleted nor changed')
   t.ok(existsSync('/etc/hostname') && existsSync('/bin'), 'the symlink to / was not followed by cleanup')

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import { FakeFglab } from '../helpers/fake-fglab.js'
 import { objectId } from '../helpers/ids.js'
-import { dockerAvailable, ensureBusyboxImage, ensureNodeImage } from '../helpers/images.js'
+import { dockerAvailable, ensureBusyboxImage, ensureNodeImage, testDockerSocket } from '../helpers/images.js'
 import { freePort } from '../helpers/ports.js'
 
 if (!dockerAvailable()) throw new Error('integration tests need a Docker engine: run them through `bash .ci/run`, or start dockerd')
@@ -29,9 +29,10 @@ async function until(check: () => boolean | Promise<boolean>, timeoutMs: number,
   }
 }
 
-// The project's Dockerfile, built offline against a stand-in for node:24-slim.
+// The project's Dockerfile, built offline against a stand-in for node:24-slim. Its `npm ci`
+// reaches the registry through the host's network: the test engine's bridge has no NAT.
 t.before(() => {
-  docker('build', '-q', '--build-arg', `NODE_IMAGE=${ensureNodeImage()}`, '-t', IMAGE, ROOT)
+  docker('build', '-q', '--network', 'host', '--build-arg', `NODE_IMAGE=${ensureNodeImage()}`, '-t', IMAGE, ROOT)
 })
 t.teardown(() => {
   const ids = docker('ps', '-aq', '--filter', `label=${RUN_LABEL}`).split('\n').filter(Boolean)
@@ -57,7 +58,8 @@ t.test('the image, run the seed\'s way, runs experiments as sibling containers w
   const url = `http://127.0.0.1:${port}`
   const cid = docker(
     'run', '-d', '--label', RUN_LABEL, '--network', 'host',
-    '-v', '/var/run/docker.sock:/var/run/docker.sock', '-v', `${hostData}:/data`,
+    // The test engine's socket where FGMachine looks for Docker's: its siblings go to the test engine.
+    '-v', `${testDockerSocket()}:/var/run/docker.sock`, '-v', `${hostData}:/data`,
     '-e', `FGLAB_URL=${fglab.url}`, '-e', `FGMACHINE_URL=${url}`, '-e', 'LOG_LEVEL=debug',
     IMAGE,
   )
