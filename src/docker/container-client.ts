@@ -1,3 +1,5 @@
+import type { PullProgress } from './pull-progress.js'
+
 /** What FGMachine asks of Docker when it creates an experiment's container. */
 export interface ContainerSpec {
   name: string
@@ -16,6 +18,14 @@ export interface ContainerSpec {
   user?: string
   /** GPU device ids (host indices or UUIDs) for the NVIDIA device request. */
   gpuDeviceIds?: string[]
+  /** Docker's init as PID 1 (`docker run --init`). */
+  init?: boolean
+  /** `docker run --ipc`. */
+  ipcMode?: string
+  /** `docker run --ulimit name=soft:hard` (-1: unlimited). */
+  ulimits?: Array<{ name: string; soft: number; hard: number }>
+  /** The container's own Docker log (json-file), rotated at this size and number of files. */
+  log?: { maxBytes: number; maxFiles: number }
 }
 
 /** A container's output, read once: each piece of stdout or stderr to `onData` as it comes. */
@@ -60,6 +70,8 @@ export interface ContainerState {
   error?: string
   /** When it started (ms since the epoch), if it did. */
   startedMs?: number
+  /** When it ended (ms since the epoch), if it did. */
+  finishedMs?: number
 }
 
 export interface ContainerDetails {
@@ -70,11 +82,24 @@ export interface ContainerDetails {
   state: ContainerState
 }
 
-export interface PullProgress {
-  status: string
-  id?: string
-  progress?: string
+export type { PullProgress } from './pull-progress.js'
+
+/** projects.json's `pull`: pull only a missing image (default), or every time (like `docker run --pull`). */
+export type PullPolicy = 'missing' | 'always'
+
+export interface EnsureImageOptions {
+  /** Default 'missing'. */
+  policy?: PullPolicy
+  /** The pull's progress, summed over its layers: at its start, every few seconds, at its end. */
+  onProgress?: (p: PullProgress) => void
+  /** What went wrong on the way that did not stop the pull (a Docker config that cannot be read). */
+  onWarning?: (message: string) => void
+  /** Aborting stops this caller's wait (with the signal's reason); the pull goes on for the others. */
+  signal?: AbortSignal
 }
+
+/** Whether an image is here, or could be pulled, or why not (in words that say how to fix it). */
+export type ImageStatus = 'present' | 'pullable' | { problem: string }
 
 /** A Docker error, with the engine's status code when it answered. */
 export class DockerError extends Error {
@@ -99,8 +124,13 @@ export class DockerError extends Error {
  * The runner never sees dockerode; tests may put a fake here.
  */
 export interface ContainerClient {
-  /** Make sure the image is present, pulling it (with progress) when it is not. */
-  ensureImage(image: string, onProgress?: (p: PullProgress) => void, signal?: AbortSignal): Promise<void>
+  /**
+   * Make sure the image is present: pull it when it is missing, or every time
+   * with the policy 'always'. Concurrent callers share one pull of an image.
+   */
+  ensureImage(image: string, opts?: EnsureImageOptions): Promise<void>
+  /** Whether the image is here, or else whether its registry would let it be pulled (with the credentials a pull would use). */
+  imageStatus(image: string, opts?: Pick<EnsureImageOptions, 'onWarning'>): Promise<ImageStatus>
   create(spec: ContainerSpec): Promise<string>
   /** Attach to the output before start, so that nothing written at once is missed. */
   attach(id: string): Promise<ContainerOutput>
@@ -115,6 +145,6 @@ export interface ContainerClient {
   /** A container by id or name; undefined when the engine does not know it. */
   inspectContainer(idOrName: string): Promise<ContainerDetails | undefined>
   ping(): Promise<void>
-  /** The OCI runtimes the engine knows (`docker info`), e.g. runc, nvidia. */
-  runtimes(): Promise<string[]>
+  /** `docker info`: the name of the engine's host, and the OCI runtimes it knows (e.g. runc, nvidia). */
+  engine(): Promise<{ name: string; runtimes: string[] }>
 }

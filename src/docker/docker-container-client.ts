@@ -2,7 +2,9 @@ import type { Readable } from 'node:stream'
 import Docker from 'dockerode'
 import { demux } from './demux.js'
 import { dockerOptions } from './docker-host.js'
-import { dockerError, pullImage } from './image-pull.js'
+import { connectionHint, startHint } from './hints.js'
+import { dockerError } from './image-pull.js'
+import { ImagePuller } from './image-puller.js'
 import {
   type ContainerClient,
   type ContainerDetails,
@@ -10,74 +12,62 @@ import {
   type ContainerOutput,
   type ContainerSpec,
   type ContainerSummary,
-  type PullProgress,
+  type EnsureImageOptions,
+  type ImageStatus,
 } from './container-client.js'
+
+export interface DockerClientOptions {
+  /** A pull that shows no progress for this long is cancelled (ms, default 5 minutes). */
+  pullStallMs?: number
+  /** How often a pull's progress is logged and shown (ms, default 5 s). */
+  pullProgressIntervalMs?: number
+  /** The folder of the Docker config with registry credentials (default $DOCKER_CONFIG, else ~/.docker). */
+  dockerConfigDir?: string
+  /** For DOCKER_CONFIG, HOME and the credential helpers' PATH (default process.env). */
+  env?: NodeJS.ProcessEnv
+}
 
 /** The ContainerClient over dockerode: dockerode's types stop here. */
 export class DockerContainerClient implements ContainerClient {
   readonly docker: Docker
-  #pulls = new Map<string, { done: Promise<void>; listeners: Set<(p: PullProgress) => void> }>()
+  #images: ImagePuller
 
   /** A pull that shows no progress for this long is cancelled (ms). */
   readonly pullStallMs: number
 
-  constructor(dockerHost?: string, opts: { pullStallMs?: number } = {}) {
+  constructor(dockerHost?: string, opts: DockerClientOptions = {}) {
     this.docker = new Docker(dockerOptions(dockerHost))
     this.pullStallMs = opts.pullStallMs ?? 300_000
+    this.#images = new ImagePuller(this.docker, {
+      pullStallMs: this.pullStallMs,
+      progressIntervalMs: opts.pullProgressIntervalMs,
+      auth: { configDir: opts.dockerConfigDir, env: opts.env },
+    })
   }
 
   async ping(): Promise<void> {
     try {
       await this.docker.ping()
     } catch (err) {
-      throw dockerError('Docker is not reachable', err)
+      throw unreachable(err)
     }
   }
 
-  async runtimes(): Promise<string[]> {
+  async engine(): Promise<{ name: string; runtimes: string[] }> {
     try {
-      const info = (await this.docker.info()) as { Runtimes?: Record<string, unknown> }
-      return Object.keys(info.Runtimes ?? {})
+      const info = (await this.docker.info()) as { Name?: string; Runtimes?: Record<string, unknown> }
+      return { name: info.Name ?? '', runtimes: Object.keys(info.Runtimes ?? {}) }
     } catch (err) {
-      throw dockerError('Docker is not reachable', err)
+      throw unreachable(err)
     }
   }
 
-  /**
-   * Pull the image unless it is here. Aborting `signal` stops this caller's wait
-   * (with the signal's reason) and its progress; the pull goes on for the others.
-   */
-  async ensureImage(image: string, onProgress?: (p: PullProgress) => void, signal?: AbortSignal): Promise<void> {
-    signal?.throwIfAborted()
-    try {
-      await this.docker.getImage(image).inspect()
-      return
-    } catch (err) {
-      if ((err as { statusCode?: number }).statusCode !== 404) throw dockerError(`cannot inspect image ${image}`, err)
-    }
-    // One pull per image, shared by concurrent starts; each of them hears its progress.
-    let pull = this.#pulls.get(image)
-    if (!pull) {
-      const listeners = new Set<(p: PullProgress) => void>()
-      const done = pullImage(this.docker, image, this.pullStallMs, (p) => listeners.forEach((l) => l(p))).finally(() => this.#pulls.delete(image))
-      pull = { done, listeners }
-      this.#pulls.set(image, pull)
-    }
-    if (onProgress) pull.listeners.add(onProgress)
-    let onAbort: (() => void) | undefined
-    try {
-      await Promise.race([
-        pull.done,
-        new Promise<never>((_, reject) => {
-          if (!signal) return
-          onAbort = () => reject(signal.reason)
-          signal.addEventListener('abort', onAbort, { once: true })
-        }),
-      ])
-    } finally {
-      if (onAbort) signal?.removeEventListener('abort', onAbort)
-      if (onProgress) pull.listeners.delete(onProgress)
-    }
+  ensureImage(image: string, opts?: EnsureImageOptions): Promise<void> {
+    return this.#images.ensure(image, opts)
+  }
+
+  imageStatus(image: string, opts?: Pick<EnsureImageOptions, 'onWarning'>): Promise<ImageStatus> {
+    return this.#images.status(image, opts)
   }
 
   async create(spec: ContainerSpec): Promise<string> {
@@ -88,6 +78,11 @@ export class DockerContainerClient implements ContainerClient {
       NanoCpus: spec.nanoCpus,
       NetworkMode: spec.networkMode,
       SecurityOpt: ['no-new-privileges'],
+      Init: spec.init,
+      IpcMode: spec.ipcMode,
+      Ulimits: spec.ulimits?.map((u) => ({ Name: u.name, Soft: u.soft, Hard: u.hard })),
+      // json-file, whatever the daemon's default: FGMachine reads a taken-up container's output back through it.
+      LogConfig: spec.log && { Type: 'json-file', Config: { 'max-size': String(spec.log.maxBytes), 'max-file': String(spec.log.maxFiles) } },
     }
     if (spec.gpuDeviceIds?.length) {
       hostConfig.DeviceRequests = [{ Driver: 'nvidia', DeviceIDs: spec.gpuDeviceIds, Capabilities: [['gpu']] }]
@@ -148,7 +143,10 @@ export class DockerContainerClient implements ContainerClient {
     try {
       await this.docker.getContainer(id).start()
     } catch (err) {
-      throw dockerError('cannot start container', err)
+      const e = dockerError('cannot start container', err)
+      const hint = startHint(e.message)
+      if (hint) e.message += `. ${hint}`
+      throw e
     }
   }
 
@@ -190,6 +188,7 @@ export class DockerContainerClient implements ContainerClient {
     try {
       const info = await this.docker.getContainer(idOrName).inspect()
       const started = Date.parse(info.State.StartedAt)
+      const finished = Date.parse(info.State.FinishedAt)
       return {
         id: info.Id,
         name: info.Name.replace(/^\//, ''),
@@ -203,6 +202,7 @@ export class DockerContainerClient implements ContainerClient {
           error: info.State.Error || undefined,
           // Docker says 0001-01-01T00:00:00Z for a container that never started.
           startedMs: started > 0 ? started : undefined,
+          finishedMs: finished > 0 && !info.State.Running ? finished : undefined,
         },
       }
     } catch (err) {
@@ -220,4 +220,12 @@ export class DockerContainerClient implements ContainerClient {
     }
     return list.map((c) => ({ id: c.Id, name: (c.Names[0] ?? '').replace(/^\//, ''), state: c.State, labels: c.Labels, createdMs: c.Created * 1000 }))
   }
+}
+
+/** "Docker is not reachable", with what to do about it when the socket error says. */
+function unreachable(err: unknown) {
+  const e = dockerError('Docker is not reachable', err)
+  const hint = connectionHint(e.message)
+  if (hint) e.message += `: ${hint}`
+  return e
 }

@@ -1,5 +1,6 @@
 import path from 'node:path'
 import { z } from 'zod'
+import { imageReferenceProblem } from '../docker/image-ref.js'
 import { parseBytes } from '../util/bytes.js'
 import { didYouMean } from '../util/did-you-mean.js'
 import { isProjectId } from '../util/ids.js'
@@ -99,6 +100,10 @@ const EntryObject = z.strictObject({
   image: z
     .string({ error: typed('image', 'an image name such as "pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime"') })
     .min(1, 'image must not be empty')
+    .superRefine((v, ctx) => {
+      const problem = imageReferenceProblem(v)
+      if (problem) ctx.addIssue({ code: 'custom', message: problem })
+    })
     .optional(),
   /** `missing`: pulled when not on this host; `always`: pulled (refreshed) before every experiment. */
   pull: z.enum(PULL_POLICIES, { error: `pull must be one of ${PULL_POLICIES.join(', ')}` }).default('missing'),

@@ -6,7 +6,9 @@ import {
   type ContainerOutput,
   type ContainerSpec,
   type ContainerSummary,
+  type PullPolicy,
 } from '../docker/container-client.js'
+import { describePull, logPull } from '../docker/pull-progress.js'
 import { LABELS, runLabels } from '../docker/labels.js'
 import { Utf8Chunks } from '../logs/utf8-chunks.js'
 import { realClock, type Clock } from '../util/clock.js'
@@ -67,27 +69,33 @@ export class DockerRuntime implements Runtime {
       networkMode: p.network,
       user: p.user,
       gpuDeviceIds: spec.lease.gpus.length ? spec.lease.gpus.map((g) => this.gpuDeviceId(g.index)) : undefined,
+      init: p.init,
+      ipcMode: p.ipc,
+      ulimits: p.ulimits && Object.entries(p.ulimits).map(([name, u]) => ({ name, ...u })),
+      log: { maxBytes: p.log.max_size, maxFiles: p.log.max_files },
     }
   }
 
   async launch(spec: LaunchSpec): Promise<RunHandle> {
     const image = spec.project.image!
     const log = this.log.child({ experimentId: spec.experimentId })
-    let lastStatus = ''
+    const policy: PullPolicy = spec.project.pull ?? 'missing'
     // Killed before or while its image is pulled: ensureImage stops waiting (with
     // KilledBeforeStartError, the signal's reason), and no container is made.
-    await this.docker.ensureImage(
-      image,
-      (p) => {
-        const line = `${p.status}${p.id ? ' ' + p.id : ''}`
-        // Progress ticks come by the thousand: the log gets each new status, the ticks at debug.
-        if (p.progress) log.debug({ image, status: p.status, layer: p.id, progress: p.progress }, 'pulling image')
-        else log.info({ image, status: p.status, layer: p.id }, 'pulling image')
-        if (p.status !== lastStatus && !p.progress) spec.status(`[fgmachine] ${image}: ${line}\n`)
-        lastStatus = p.status
+    await this.docker.ensureImage(image, {
+      policy,
+      signal: spec.killed,
+      // One line every few seconds, summed over the layers, in the log (once for all
+      // the starts that share the pull) and in this experiment's live output.
+      onProgress: (p) => {
+        logPull(this.log, p)
+        spec.status(`[fgmachine] ${describePull(p)}\n`)
       },
-      spec.killed,
-    )
+      onWarning: (message) => {
+        log.warn({ image, problem: message }, 'cannot read the registry credentials')
+        spec.status(`[fgmachine] warning: ${message}\n`)
+      },
+    })
     if (spec.killed.aborted) throw new KilledBeforeStartError()
     const cs = this.containerSpec(spec)
     const id = await this.docker.create(cs)

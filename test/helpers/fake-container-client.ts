@@ -7,6 +7,8 @@ import {
   type ContainerOutput,
   type ContainerSpec,
   type ContainerSummary,
+  type EnsureImageOptions,
+  type ImageStatus,
   type PullProgress,
 } from '../../src/docker/container-client.js'
 
@@ -37,7 +39,8 @@ export type Program = (c: FakeContainer, engine: FakeContainerClient) => void | 
  * write output and end through `write` and `exit`. Fault hooks: `down` (the
  * engine unreachable: every call fails as a lost socket does), `failNext(op)`
  * (the next call of that operation fails with an engine error), `pullError`
- * (a pull that fails inside its progress stream), `ignoreStop`.
+ * (a pull that fails inside its progress stream; `imageStatus` gives it as the
+ * problem), `ignoreStop`.
  */
 export class FakeContainerClient implements ContainerClient {
   readonly containers = new Map<string, FakeContainer>()
@@ -48,6 +51,8 @@ export class FakeContainerClient implements ContainerClient {
   program: Program = () => {}
   /** Images whose pull fails with this reason (as Docker says it in the progress stream). */
   readonly pullError = new Map<string, string>()
+  /** How many times each image was pulled. */
+  readonly pulls = new Map<string, number>()
   /** Containers that do not end on stop (their program handles SIGTERM itself). */
   ignoreStop = false
   /** Told of every call before it is made; what it throws is the call's error. */
@@ -114,19 +119,40 @@ export class FakeContainerClient implements ContainerClient {
     await this.#call('ping')
   }
 
-  async runtimes(): Promise<string[]> {
-    await this.#call('runtimes')
-    return ['runc']
+  async engine(): Promise<{ name: string; runtimes: string[] }> {
+    await this.#call('engine')
+    return { name: 'fake-docker-host', runtimes: ['runc'] }
   }
 
-  async ensureImage(image: string, onProgress?: (p: PullProgress) => void, signal?: AbortSignal): Promise<void> {
-    signal?.throwIfAborted()
+  async ensureImage(image: string, opts: EnsureImageOptions = {}): Promise<void> {
+    opts.signal?.throwIfAborted()
     await this.#call('ensureImage')
-    if (this.images.has(image)) return
+    if ((opts.policy ?? 'missing') === 'missing' && this.images.has(image)) return
+    this.pulls.set(image, (this.pulls.get(image) ?? 0) + 1)
+    const progress = (phase: PullProgress['phase']): PullProgress => ({
+      image,
+      phase,
+      layers: 1,
+      layersDone: phase === 'done' ? 1 : 0,
+      layersCached: 0,
+      downloadedBytes: phase === 'done' ? 1000 : 0,
+      totalBytes: 1000,
+      sizesKnown: true,
+      percent: phase === 'done' ? 100 : 0,
+      elapsedMs: 0,
+    })
     const error = this.pullError.get(image)
-    onProgress?.({ status: 'Pulling from library/fake', id: 'latest' })
+    opts.onProgress?.(progress('downloading'))
     if (error) throw new DockerError(`cannot pull image ${image}: ${error}`)
     this.images.add(image)
+    opts.onProgress?.(progress('done'))
+  }
+
+  async imageStatus(image: string): Promise<ImageStatus> {
+    await this.#call('imageStatus')
+    if (this.images.has(image)) return 'present'
+    const error = this.pullError.get(image)
+    return error ? { problem: error } : 'pullable'
   }
 
   async create(spec: ContainerSpec): Promise<string> {

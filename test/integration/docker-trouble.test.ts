@@ -3,7 +3,7 @@ import t from 'tap'
 import { startBareDockerd } from '../helpers/bare-dockerd.js'
 import { startHarness, type Harness } from '../helpers/harness.js'
 import { objectId } from '../helpers/ids.js'
-import { dockerAvailable, ensureBusyboxImage } from '../helpers/images.js'
+import { dockerAvailable, ensureBusyboxImage, testDockerHost } from '../helpers/images.js'
 
 if (!dockerAvailable()) throw new Error('integration tests need a Docker engine: run them through `bash .ci/run`, or start dockerd')
 const image = ensureBusyboxImage()
@@ -89,7 +89,8 @@ async function startThenKill(h: Harness): Promise<string> {
 }
 
 t.test('a killed (not OOM) container with exit code 137 is not called out of memory', async (t) => {
-  const h = await startHarness({ projects: (r) => ({ p: { image, command: 'sh', args: ['-c', 'sleep 60'], capacity: 1, memory: '64m', results: r } }) })
+  // Without an init, the shell is PID 1 and ignores SIGTERM: the kill ends in SIGKILL (137).
+  const h = await startHarness({ projects: (r) => ({ p: { image, command: 'sh', args: ['-c', 'sleep 60'], capacity: 1, memory: '64m', results: r, init: false } }) })
   t.teardown(() => h.close())
   const id = await startThenKill(h)
   const summary = h.fglab.experiment(id).fields
@@ -122,7 +123,7 @@ t.test('timeout: a stop that fails (Docker unreachable for a moment) is tried ag
   }
   const h = await startHarness({
     config: { killGraceMs: 200 },
-    machine: { containerClient: new FlakyStop(undefined) },
+    machine: { containerClient: new FlakyStop(testDockerHost()) },
     projects: (r) => ({ p: { image, command: 'sh', args: ['-c', 'sleep 60'], capacity: 1, timeout: 1, results: r } }),
   })
   t.teardown(() => h.close())
@@ -145,7 +146,7 @@ t.test('a container whose removal failed is removed later, and never taken up ag
   }
   const h = await startHarness({
     config: { killGraceMs: 200 },
-    machine: { containerClient: new FlakyRemove(undefined) },
+    machine: { containerClient: new FlakyRemove(testDockerHost()) },
     projects: (r) => ({ p: { image, command: 'sh', args: ['-c', 'sleep 60'], capacity: 1, results: r } }),
   })
   t.teardown(() => h.close())

@@ -127,6 +127,13 @@ t.test('parseProjects', async (t) => {
     t.match(problemsOf({ ...container, log: { max_file: 2 } }), [{ field: 'log.max_file', message: 'unknown key "max_file": did you mean "max_files"?' }], 'nested keys too')
   })
 
+  t.test('a bad image name is found when projects.json loads, not when an experiment starts', async (t) => {
+    t.match(problemsOf({ ...container, image: 'PyTorch/pytorch:2.5' }), [{ field: 'image', message: /^image "PyTorch\/pytorch:2\.5" .*lowercase/ }])
+    t.match(problemsOf({ ...container, image: 'https://ghcr.io/me/model:1' }), [{ field: 'image', message: 'image "https://ghcr.io/me/model:1" must be an image reference, not a URL: write "ghcr.io/me/model:1"' }])
+    t.strictSame(problemsOf({ ...container, image: 'nvcr.io/nvidia/pytorch:24.10-py3' }), [])
+    t.strictSame(problemsOf({ ...container, image: 'localhost:5000/team/model@sha256:' + 'a'.repeat(64) }), [])
+  })
+
   t.test('enums are checked: boolean, options, pull, ipc, ulimit names', async (t) => {
     t.match(problemsOf({ ...local, boolean: 'optinal' }), [{ field: 'boolean', message: /boolean must be "optional"/ }])
     t.match(problemsOf({ ...container, pull: 'alwys' }), [{ field: 'pull', message: 'pull must be one of missing, always' }])
