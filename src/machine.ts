@@ -1,3 +1,4 @@
+import os from 'node:os'
 import path from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
@@ -5,6 +6,7 @@ import { buildApp } from './app.js'
 import { loadTemplate, type Config } from './config.js'
 import type { ContainerClient } from './docker/container-client.js'
 import { DockerContainerClient } from './docker/docker-container-client.js'
+import { prepareImages } from './docker/prepare-images.js'
 import { detectHostPaths, HostPaths } from './docker/host-paths.js'
 import { FglabClient } from './fglab/client.js'
 import { Delivery } from './fglab/delivery.js'
@@ -12,6 +14,8 @@ import { Outbox } from './fglab/outbox.js'
 import { Registration } from './fglab/registration.js'
 import { machineSpecs } from './fglab/specs.js'
 import { LogHub } from './logs/log-hub.js'
+import { reviewProjects } from './projects/review.js'
+import { parseProjects } from './projects/schema.js'
 import { ProjectStore } from './projects/store.js'
 import { DockerRuntime } from './runner/docker-runtime.js'
 import { ExperimentManager } from './runner/experiment-manager.js'
@@ -59,11 +63,13 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
   const log = opts.log
   const gpus = await discoverGpus({ log: log.child({ component: 'gpus' }), override: config.gpus, nvidiaSmi: opts.nvidiaSmi })
   const client = new FglabClient({ url: config.fglabUrl })
+  // The name FGLab shows: inside a container, the host's (from Docker) rather than the container's id.
+  let hostname = config.hostname ?? os.hostname()
   const registration = new Registration({
     client,
     log: log.child({ component: 'registration' }),
     specsFile: path.join(config.dataDir, 'specs.json'),
-    specs: () => machineSpecs(config.machineUrl, gpus),
+    specs: () => machineSpecs(config.machineUrl, gpus, hostname),
     backoff: opts.backoff,
     sleep: opts.sleep,
   })
@@ -84,7 +90,12 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
   })
   const journal = new Journal(disk, path.join(config.dataDir, 'experiments'), log.child({ component: 'journal' }))
   const stopping = new AbortController()
-  const projects = new ProjectStore(config.projectsPath, log.child({ component: 'projects' }), process.cwd(), loadTemplate(config.templatePath))
+  const template = loadTemplate(config.templatePath)
+  // A template is written as it is by "Add to Machine": one that could never load is said now, not then.
+  for (const p of template ? parseProjects({ template }, process.cwd()).problems : []) {
+    log.warn({ file: config.templatePath, field: p.field, reason: p.message }, `FGMACHINE_TEMPLATE: the entry "Add to Machine" writes will be left out until edited: ${p.field ? `${p.field}: ` : ''}${p.message}`)
+  }
+  const projects = new ProjectStore(config.projectsPath, log.child({ component: 'projects' }), process.cwd(), template)
   const scheduler = new Scheduler(gpus.map((g) => g.index))
   const logHub = new LogHub()
   const docker = opts.containerClient ?? new DockerContainerClient(config.dockerHost, { pullStallMs: config.pullStallMs })
@@ -119,6 +130,7 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
       gpus,
       machineUrl: config.machineUrl,
       machineId: () => registration.machineId,
+      hostname: () => hostname,
       health: { docker: () => docker.ping(), fglab: () => client.ping() },
     },
     { logger: log, token: config.token },
@@ -137,7 +149,10 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
     gpus,
     async listen() {
       const dockerLog = log.child({ component: 'docker' })
+      warnUnreachableUrl(config, log)
       hostPaths = await detectHostPaths(docker, dockerLog)
+      const engine = await docker.engine().catch((err: Error) => err)
+      hostname = machineName(config.hostname, hostPaths.inContainer, engine instanceof Error ? undefined : engine.name)
       if (hostPaths.undetermined) {
         // Docker did not answer: container projects are refused until it tells FGMachine its mounts.
         void retry(
@@ -151,13 +166,18 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
         ).catch(() => {})
       }
       await registration.start()
-      projects.on('change', (raw) => registration.updateProjects(raw))
+      projects.on('change', (raw) => {
+        registration.updateProjects(raw)
+        for (const w of reviewProjects(projects.all(), { gpus: gpus.length, hostPaths })) log.warn({ projectId: w.projectId }, w.message)
+        // Images that are missing and cannot be pulled are said now; `prepull` ones are pulled now.
+        void prepareImages(projects.all(), docker, dockerLog)
+      })
       await projects.reload()
       await projects.watch()
       // Before the first request: reports left unsent, experiments left running.
       await outbox.restore()
       await experiments.recover()
-      void checkDocker(docker, projects, log)
+      checkDocker(engine, projects, log)
       const reconcile = () => void experiments.reconcile(registration.machineId, opts.orphanGraceMs ?? 60_000)
       reconcile()
       // And now and then: a container whose removal failed is taken up (reported, removed) then.
@@ -191,15 +211,13 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
 }
 
 /** Say at start what will not work: no Docker, or GPU projects on an engine without the NVIDIA runtime. */
-async function checkDocker(docker: ContainerClient, projects: ProjectStore, log: Logger): Promise<void> {
-  let runtimes: string[]
-  try {
-    runtimes = await docker.runtimes()
-  } catch (err) {
-    log.warn({ err: (err as Error).message }, 'Docker is not reachable: container projects will fail until it is')
+function checkDocker(engine: { name: string; runtimes: string[] } | Error, projects: ProjectStore, log: Logger): void {
+  if (engine instanceof Error) {
+    log.warn({ reason: engine.message }, `${engine.message}; container projects fail until Docker answers`)
     return
   }
-  log.info({ runtimes }, 'Docker is reachable')
+  const runtimes = engine.runtimes
+  log.info({ runtimes, host: engine.name }, 'Docker is reachable')
   const gpuProjects = projects.all().filter((p) => p.image && p.gpu_capacity !== undefined)
   if (gpuProjects.length > 0 && !runtimes.includes('nvidia')) {
     log.warn(
@@ -218,4 +236,27 @@ async function checkDocker(docker: ContainerClient, projects: ProjectStore, log:
 function gpuDeviceId(gpus: readonly GpuDevice[]): (index: number) => string {
   const uuids = new Map(gpus.filter((g) => !g.uuid.startsWith(UNKNOWN_UUID_PREFIX)).map((g) => [g.index, g.uuid]))
   return (index) => uuids.get(index) ?? String(index)
+}
+
+
+const isLoopback = (host: string) => host === 'localhost' || host.endsWith('.localhost') || /^127\./.test(host) || host === '[::1]'
+
+/** An FGMACHINE_URL on loopback while FGLab is elsewhere: FGLab (and browsers) cannot call this machine there. */
+function warnUnreachableUrl(config: Config, log: Logger): void {
+  const machine = new URL(config.machineUrl).hostname
+  const fglab = new URL(config.fglabUrl).hostname
+  if (isLoopback(machine) && !isLoopback(fglab)) {
+    log.warn(
+      { FGMACHINE_URL: config.machineUrl, FGLAB_URL: config.fglabUrl },
+      `FGMACHINE_URL is a loopback address, but FGLab is at ${fglab}: FGLab cannot reach this machine there (it would see no capacity); set FGMACHINE_URL to this host's name or address as FGLab and browsers reach it, e.g. http://${os.hostname()}:${config.port}`,
+    )
+  }
+}
+
+/**
+ * The name FGLab lists the machine under: FGMACHINE_HOSTNAME; else, in a
+ * container (whose own name is its id), the host's as Docker knows it; else this host's.
+ */
+export function machineName(configured: string | undefined, inContainer: boolean, engineName: string | undefined): string {
+  return configured ?? (inContainer && engineName ? engineName : os.hostname())
 }

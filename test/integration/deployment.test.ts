@@ -45,6 +45,7 @@ t.test('the example: "Add to Machine" writes a ready project, and an experiment 
   writeFileSync(templateFile, JSON.stringify({ ...template, image, results: path.join(dir, 'results') }))
   const h2 = await startHarness({ config: { templatePath: templateFile } })
   t.teardown(() => h2.close())
+  t.notOk(h2.logs.find(/^FGMACHINE_TEMPLATE/), 'the shipped template is a valid entry')
 
   const projectId = objectId()
   const res = await fetch(`${h2.url}/projects`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ project_id: projectId }) })

@@ -1,4 +1,6 @@
-import { readFileSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
 import t from 'tap'
 import WebSocket from 'ws'
 import { dockerAvailable, ensureBusyboxImage } from '../helpers/images.js'
@@ -205,4 +207,13 @@ t.test('a misspelled key refuses its entry: FGLab gets no capacity, with the rea
   t.match(await h.submit('p', { _id: objectId() }), { status: 501, body: { cause: 'invalid_entry' } }, 'a start says the same')
   t.equal(h.logs.lines.filter((l) => /^no capacity for FGLab: project p's entry/.test(String(l.msg))).length, 1, 'logged once, not at every question')
   t.equal(h.fglab.experiments.size, 0)
+})
+
+t.test('a template that could never load is said at start, naming the key', async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'fgm-tpl-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  writeFileSync(path.join(dir, 'template.json'), JSON.stringify({ image, capacty: 0.5, results: '/data/results' }))
+  const h = await startHarness({ config: { templatePath: path.join(dir, 'template.json') } })
+  t.teardown(() => h.close())
+  t.ok(h.logs.find('FGMACHINE_TEMPLATE: the entry "Add to Machine" writes will be left out until edited: capacty: unknown key "capacty": did you mean "capacity"?'))
 })
