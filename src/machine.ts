@@ -160,7 +160,7 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
             const found = await detectHostPaths(docker, dockerLog)
             if (found.undetermined) throw new Error(found.undetermined)
             hostPaths = found
-            await projects.reload()
+            await projects.reload({ force: true })
           },
           { baseMs: 2000, maxMs: 30_000, signal: stopping.signal, sleep: realSleep, retryable: () => true },
         ).catch(() => {})

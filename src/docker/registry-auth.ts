@@ -96,7 +96,19 @@ type HelperAnswer = { username: string; secret: string } | { notFound: true } | 
 /** `docker-credential-<name> get`: the registry on stdin, `{Username, Secret}` on stdout. */
 function askHelper(name: string, registry: string, env: NodeJS.ProcessEnv, timeoutMs: number): Promise<HelperAnswer> {
   return new Promise((resolve) => {
-    const child = spawn(`docker-credential-${name}`, ['get'], { env, timeout: timeoutMs, stdio: ['pipe', 'pipe', 'pipe'] })
+    // In a process group of its own, so that what it started goes with it.
+    const child = spawn(`docker-credential-${name}`, ['get'], { env, detached: true, stdio: ['pipe', 'pipe', 'pipe'] })
+    // Given up at the time-out even if it ignores SIGTERM or a child of it holds its output: a pull never waits on it.
+    const late = setTimeout(() => {
+      try {
+        if (child.pid) process.kill(-child.pid, 'SIGKILL')
+      } catch {
+        // already gone
+      }
+      child.stdout.destroy()
+      child.stderr.destroy()
+      resolve({ failed: `docker-credential-${name} did not answer within ${timeoutMs / 1000} s` })
+    }, timeoutMs)
     let out = ''
     child.stdout.on('data', (b: Buffer) => (out += b.toString()))
     child.stderr.on('data', (b: Buffer) => (out += b.toString()))
@@ -105,6 +117,7 @@ function askHelper(name: string, registry: string, env: NodeJS.ProcessEnv, timeo
       resolve({ failed: (err as NodeJS.ErrnoException).code === 'ENOENT' ? `docker-credential-${name} is not on PATH` : err.message }),
     )
     child.on('close', (code, signal) => {
+      clearTimeout(late)
       if (signal) return resolve({ failed: `docker-credential-${name} did not answer within ${timeoutMs / 1000} s` })
       if (code !== 0) return resolve(/credentials not found/i.test(out) ? { notFound: true } : { failed: out.trim() || `exit code ${code}` })
       try {

@@ -53,11 +53,24 @@ const ulimit = z.unknown().transform((v, ctx) => {
   let soft: unknown = v
   let hard: unknown = v
   if (typeof v === 'string' && v.includes(':')) [soft, hard] = v.split(':')
-  else if (typeof v === 'object' && v !== null) [soft, hard] = [(v as { soft?: unknown }).soft, (v as { hard?: unknown }).hard ?? (v as { soft?: unknown }).soft]
+  else if (typeof v === 'object' && v !== null) {
+    const extra = Object.keys(v).filter((k) => k !== 'soft' && k !== 'hard')
+    if (extra.length) {
+      const guess = didYouMean(extra[0]!, ['soft', 'hard'])
+      ctx.addIssue({ code: 'custom', message: `unknown key "${extra[0]}"${guess ? `: did you mean "${guess}"?` : ': only "soft" and "hard"'}` })
+      return z.NEVER
+    }
+    ;[soft, hard] = [(v as { soft?: unknown }).soft, (v as { hard?: unknown }).hard ?? (v as { soft?: unknown }).soft]
+  }
   const s = limit(soft)
   const h = limit(hard)
   if (s === undefined || h === undefined) {
     ctx.addIssue({ code: 'custom', message: `must be ${ULIMIT_FORM}` })
+    return z.NEVER
+  }
+  // -1 is unlimited: above every number.
+  if (h !== -1 && (s === -1 || s > h)) {
+    ctx.addIssue({ code: 'custom', message: `soft limit ${s === -1 ? 'unlimited' : s} is above the hard limit ${h}: the soft one must not exceed the hard one` })
     return z.NEVER
   }
   return { soft: s, hard: h }
@@ -70,7 +83,9 @@ export const DEFAULT_LOG = { max_size: 100 * 1024 * 1024, max_files: 3 }
 
 const LogSchema = z.strictObject(
   {
-    max_size: size('log.max_size').default(DEFAULT_LOG.max_size),
+    max_size: size('log.max_size')
+      .refine((b) => b >= 1024 * 1024, 'log.max_size must be at least 1m (a log file rotated every few lines loses what the backlog needs)')
+      .default(DEFAULT_LOG.max_size),
     max_files: numeric('log.max_files').refine((n) => Number.isInteger(n) && n >= 1, 'log.max_files must be a whole number, 1 or more').default(DEFAULT_LOG.max_files),
   },
   { error: (iss) => (iss.code === 'unrecognized_keys' ? undefined : 'log must be an object like {"max_size": "100m", "max_files": 3}') },
@@ -137,6 +152,9 @@ const EntryObject = z.strictObject({
     .optional(),
   log: LogSchema.default(DEFAULT_LOG),
 })
+
+/** What only a container can have: on a local project, a mistake to say, not a setting to ignore. */
+const CONTAINER_ONLY = new Set(['pull', 'prepull', 'volumes', 'shm_size', 'memory', 'cpus', 'network', 'user', 'init', 'ipc', 'ulimits', 'log'])
 
 /** The keys an entry may have, by where they are: for did-you-mean. */
 const KNOWN_KEYS: Record<string, readonly string[]> = {
@@ -219,10 +237,15 @@ export function parseProjects(raw: unknown, baseDir: string): ParsedProjects {
       continue
     }
     const r = ProjectEntrySchema.safeParse(entry)
+    const local = r.success && !r.data.image ? Object.keys(entry).filter((k) => CONTAINER_ONLY.has(k)) : []
+    for (const k of local) {
+      problems.push({ projectId: id, field: k, message: `${k} is for container projects (with "image"): a local process cannot use it; remove it, or add "image"` })
+    }
     if (!r.success) {
       for (const p of entryProblems(r.error)) problems.push({ projectId: id, ...p })
       continue
     }
+    if (local.length) continue
     const p = r.data
     projects.set(id, {
       ...p,

@@ -24,6 +24,8 @@ export class ProjectStore extends EventEmitter<{ change: [Record<string, unknown
   #projects = new Map<string, Project>()
   #problems = new Map<string, ProjectProblem[]>()
   #raw: Record<string, unknown> = {}
+  /** The text last applied. */
+  #applied: string | undefined
   /** Whether a configuration was ever loaded: else there is no "last good" one to keep. */
   #loaded = false
   #watcher: FSWatcher | undefined
@@ -71,14 +73,21 @@ export class ProjectStore extends EventEmitter<{ change: [Record<string, unknown
     return this.#raw
   }
 
-  /** Read the file now. Returns false (and keeps the last good state) when it cannot be used. */
-  async reload(): Promise<boolean> {
+  /**
+   * Read the file now. Returns false (and keeps the last good state) when it
+   * cannot be used. The same text as last applied is not applied (nor logged)
+   * again, as when the watch sees "Add to Machine"'s own write, unless `force`
+   * (the machine's checks changed).
+   */
+  async reload({ force = false } = {}): Promise<boolean> {
     let text: string
     try {
       text = await readFile(this.file, 'utf8')
+      if (text === this.#applied && !force) return true
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
         this.log.warn({ file: this.file }, 'no projects.json yet: no project can run until one is added ("Add to Machine" in FGLab creates it)')
+        this.#applied = undefined
         this.#apply({})
         return true
       }
@@ -87,7 +96,7 @@ export class ProjectStore extends EventEmitter<{ change: [Record<string, unknown
     }
     let raw: unknown
     try {
-      raw = text.trim() === '' ? {} : JSON.parse(text)
+      raw = text.trim() === '' ? {} : (JSON.parse(text) as unknown)
     } catch (err) {
       this.log.error({ file: this.file, reason: (err as Error).message }, `projects.json is not valid JSON; ${this.#keeping()}`)
       return false
@@ -97,6 +106,7 @@ export class ProjectStore extends EventEmitter<{ change: [Record<string, unknown
       return false
     }
     this.#apply(raw as Record<string, unknown>)
+    this.#applied = text
     return true
   }
 

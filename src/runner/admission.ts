@@ -8,6 +8,8 @@ import type { ExperimentManager } from './experiment-manager.js'
 
 /** The same refusal (cause and project) is logged at most this often. */
 const LOG_EVERY_MS = 5 * 60_000
+/** At most this many refusals are remembered for that. */
+const MAX_REMEMBERED = 1000
 
 export interface AdmissionDeps {
   projects: Pick<ProjectStore, 'get' | 'problems' | 'file'>
@@ -72,9 +74,16 @@ export class Admission {
     const key = `${refusal.cause} ${projectId}`
     const now = this.#clock.now()
     if ((this.#logged.get(key) ?? -Infinity) + LOG_EVERY_MS <= now) {
+      // Ids come from anyone who can ask: what is remembered stays bounded (the oldest go first).
+      this.#logged.delete(key)
+      for (const k of this.#logged.keys()) {
+        if (this.#logged.size < MAX_REMEMBERED) break
+        this.#logged.delete(k)
+      }
       this.#logged.set(key, now)
-      // A busy machine is the ordinary case; every other cause is something to fix.
-      const level = refusal.cause === 'full' ? 'info' : 'warn'
+      // Ordinary: a busy machine, and (with several machines) FGLab asking about projects of
+      // the others. Every other cause is something to fix here.
+      const level = refusal.cause === 'full' || refusal.cause === 'unknown_project' ? 'info' : 'warn'
       this.deps.log[level]({ projectId, cause: refusal.cause, every: `${LOG_EVERY_MS / 60_000} min at most` }, `no capacity for FGLab: ${refusal.reason}`)
     }
     return new NoCapacityError(refusal)

@@ -134,3 +134,13 @@ t.test('which failures are the registry refusing, and what to do', async (t) => 
     `the registry refused the credentials from auths["ghcr.io"] in /c.json: run \`docker login ghcr.io\` on the host again (${how})`,
   )
 })
+
+t.test('a credential helper that never answers (and ignores SIGTERM, its child holding the output) is given up: a pull never waits on it', async (t) => {
+  const c = dockerConfig(t, { auths: { 'hang.example': { auth: b64('file-user:file-pass') } }, credHelpers: { 'hang.example': 'hangs' } })
+  const bin = path.join(c.dir, 'bin')
+  writeFileSync(path.join(bin, 'docker-credential-hangs'), '#!/bin/sh\ntrap "" TERM\nsleep 30 &\nwait\n')
+  chmodSync(path.join(bin, 'docker-credential-hangs'), 0o755)
+  const r = await resolveRegistryAuth('hang.example/m:1', { ...c.opts, helperTimeoutMs: 300 })
+  t.match(r.warnings, [/docker-credential-hangs .* did not answer within 0\.3 s/])
+  t.match(r.auth, { username: 'file-user' }, 'the auths entry instead')
+})

@@ -30,6 +30,9 @@ t.test('Kill: a program without a SIGTERM handler ends at once; with init off it
   await h.submit('plain', { _id: a })
   await h.submit('noinit', { _id: b })
   await Promise.all([started(h, a), started(h, b)])
+  const hc = JSON.parse(docker('inspect', `fgmachine-${a}`))[0].HostConfig
+  t.equal(hc.Init, true, 'an init by default')
+  t.same(hc.LogConfig, { Type: 'json-file', Config: { 'max-size': String(100 * 1024 * 1024), 'max-file': '3' } }, "the container's own log rotates by default: a week-long run cannot fill the disk")
   const killedAt = Date.now()
   await Promise.all([kill(h, a), kill(h, b)])
   await h.fglab.waitFinished([a])

@@ -49,7 +49,7 @@ t.test('parseProjects', async (t) => {
   })
 
   t.test('numbers given as strings are accepted', async (t) => {
-    const { projects, problems } = parseProjects({ [P1]: { ...local, capacity: '0.3', gpu_capacity: '0.5', gpu_command: '--gpu', cpus: '2' } }, BASE)
+    const { projects, problems } = parseProjects({ [P1]: { ...container, capacity: '0.3', gpu_capacity: '0.5', gpu_command: '--gpu', cpus: '2' } }, BASE)
     t.strictSame(problems, [])
     t.equal(projects.get(P1)?.capacity, 0.3)
     t.equal(projects.get(P1)?.gpu_capacity, 0.5)
@@ -127,6 +127,14 @@ t.test('parseProjects', async (t) => {
     t.match(problemsOf({ ...container, log: { max_file: 2 } }), [{ field: 'log.max_file', message: 'unknown key "max_file": did you mean "max_files"?' }], 'nested keys too')
   })
 
+  t.test('container settings on a local project refuse it: they would be ignored', async (t) => {
+    t.strictSame(problemsOf({ ...local, shm_size: '8g', init: false }), [
+      { projectId: P1, field: 'shm_size', message: 'shm_size is for container projects (with "image"): a local process cannot use it; remove it, or add "image"' },
+      { projectId: P1, field: 'init', message: 'init is for container projects (with "image"): a local process cannot use it; remove it, or add "image"' },
+    ])
+    t.strictSame(problemsOf({ ...local, env: { A: '1' } }), [], 'env is for both')
+  })
+
   t.test('a bad image name is found when projects.json loads, not when an experiment starts', async (t) => {
     t.match(problemsOf({ ...container, image: 'PyTorch/pytorch:2.5' }), [{ field: 'image', message: /^image "PyTorch\/pytorch:2\.5" .*lowercase/ }])
     t.match(problemsOf({ ...container, image: 'https://ghcr.io/me/model:1' }), [{ field: 'image', message: 'image "https://ghcr.io/me/model:1" must be an image reference, not a URL: write "ghcr.io/me/model:1"' }])
@@ -141,6 +149,10 @@ t.test('parseProjects', async (t) => {
     t.strictSame(problemsOf({ ...container, ipc: 'container:peer' }), [])
     t.match(problemsOf({ ...container, ulimits: { nofle: 1024 } }), [{ field: 'ulimits.nofle', message: 'unknown ulimit "nofle": did you mean "nofile"?' }])
     t.match(problemsOf({ ...container, ulimits: { stack: 'big' } }), [{ field: 'ulimits.stack', message: /must be a number, "soft:hard"/ }])
+    t.match(problemsOf({ ...container, ulimits: { nofile: '4096:1024' } }), [{ field: 'ulimits.nofile', message: 'soft limit 4096 is above the hard limit 1024: the soft one must not exceed the hard one' }])
+    t.match(problemsOf({ ...container, ulimits: { nofile: { soft: -1, hard: 1024 } } }), [{ field: 'ulimits.nofile', message: /soft limit unlimited is above/ }])
+    t.match(problemsOf({ ...container, ulimits: { nofile: { soft: 1, hard: 2, hrad: 3 } } }), [{ field: 'ulimits.nofile', message: 'unknown key "hrad": did you mean "hard"?' }])
+    t.match(problemsOf({ ...container, log: { max_size: 0 } }), [{ field: 'log.max_size', message: /at least 1m/ }])
   })
 
   t.test('container options: init on by default, ipc, ulimits in every form, log rotation by default', async (t) => {
@@ -278,6 +290,38 @@ t.test('ProjectStore', async (t) => {
     writeFileSync(file, '[1, 2]')
     t.equal(await store.reload(), false, 'an array is refused the same way')
     t.ok(store.get(P1))
+  })
+
+  t.test('with no good configuration ever loaded, a bad file says no project can run (there is no "last good" one)', async (t) => {
+    const file = tempFile(t)
+    writeFileSync(file, '{ "broken": ')
+    const { log, lines } = sinkLogger()
+    const store = new ProjectStore(file, log)
+    t.equal(await store.reload(), false)
+    t.match(lines.find((l) => l.level === ERROR)?.msg, /^projects\.json is not valid JSON; no project can run until it is fixed$/)
+    writeFileSync(file, JSON.stringify({ [P1]: local }))
+    t.ok(await store.reload())
+    writeFileSync(file, '{ "broken": ')
+    await store.reload()
+    t.match(lines.filter((l) => l.level === ERROR).at(-1)?.msg, /keeping the last good configuration$/)
+  })
+
+  t.test('the same text is applied (and its problems logged) once: "Add to Machine" and the watch seeing its write', async (t) => {
+    const file = tempFile(t)
+    writeFileSync(file, JSON.stringify({ [P1]: local }))
+    const { log, lines } = sinkLogger()
+    const store = new ProjectStore(file, log)
+    await store.reload()
+    let changes = 0
+    store.on('change', () => changes++)
+    t.equal(await store.addTemplate(P2), true)
+    await store.reload() // what the watch does when it sees that write
+    const leftOut = lines.filter((l) => typeof l.msg === 'string' && l.msg.startsWith(`project ${P2} left out`))
+    t.equal(leftOut.length, new Set(leftOut.map((l) => l.msg)).size, 'each problem of the blank template once')
+    t.equal(lines.filter((l) => l.msg === 'projects loaded').length, 2, 'loaded at start and after the template: not a third time')
+    t.equal(changes, 1)
+    await store.reload({ force: true })
+    t.equal(changes, 2, 'forced (the machine\'s checks changed): applied again')
   })
 
   t.test('a file with one bad entry keeps the good ones and names the bad one', async (t) => {

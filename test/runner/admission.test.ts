@@ -68,6 +68,15 @@ t.test('each refusal is logged once in a while, not at every question; busy at i
   r.refusal(() => r.admission.capacity('bad'))
   t.equal(r.logged.length, 3, 'and again after five minutes')
 
+  const many = rig({})
+  for (let i = 0; i < 1500; i++) many.refusal(() => many.admission.capacity(`p${i}`))
+  t.equal(many.logged.length, 1500)
+  t.match(many.logged[0], { level: 'info', msg: /^no capacity for FGLab: project p0 is not in/ }, "a project of another machine's is ordinary: info")
+  many.refusal(() => many.admission.capacity('p1499'))
+  t.equal(many.logged.length, 1500, 'the latest are remembered')
+  many.refusal(() => many.admission.capacity('p0'))
+  t.equal(many.logged.length, 1501, 'the oldest were forgotten: what is remembered is bounded')
+
   const busy = rig({ ok: { ...entry, capacity: 1 } })
   await busy.admission.start('ok', { _id: 'a' })
   busy.refusal(() => busy.admission.capacity('ok'))
