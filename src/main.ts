@@ -1,6 +1,7 @@
 import pino from 'pino'
 import { ConfigError, loadConfig, loadDotEnv } from './config.js'
 import { createMachine, type Machine } from './machine.js'
+import { DataLock, DataLockError } from './util/data-lock.js'
 
 /** The process: configuration, logger, listen, signals. */
 async function main(): Promise<void> {
@@ -24,6 +25,7 @@ async function main(): Promise<void> {
   })
   if (envFile) log.info({ envFile }, 'read .env')
   let machine: Machine | undefined
+  let lock: DataLock | undefined
   let closing = false
   const shutdown = (signal: string) => {
     if (closing) return
@@ -38,7 +40,10 @@ async function main(): Promise<void> {
     // Signalled while still starting (GPU discovery, say): nothing runs yet to look after.
     if (!machine) process.exit(0)
     machine.close().then(
-      () => process.exit(0),
+      async () => {
+        await lock?.release()
+        process.exit(0)
+      },
       (err: unknown) => {
         log.error({ err }, 'error while shutting down')
         process.exit(1)
@@ -48,6 +53,22 @@ async function main(): Promise<void> {
   // First of all: as a container's PID 1, a signal without a handler is ignored until Docker's SIGKILL.
   process.once('SIGTERM', () => shutdown('SIGTERM'))
   process.once('SIGINT', () => shutdown('SIGINT'))
+
+  // One FGMachine per data folder: two would adopt, report and remove the same experiments.
+  try {
+    lock = await DataLock.acquire(config.dataDir, {
+      onLost: (by) => {
+        log.fatal({ dataDir: config.dataDir, by }, 'another FGMachine took over this data folder (this one was stopped for long?): exiting, so that only one acts on it')
+        process.exit(75)
+      },
+    })
+  } catch (err) {
+    if (!(err instanceof DataLockError)) throw err
+    log.fatal({ dataDir: config.dataDir }, err.message)
+    process.stderr.write(`fgmachine: ${err.message}\n`)
+    process.exit(75) // EX_TEMPFAIL
+  }
+  log.info({ dataDir: config.dataDir, lock: lock.file }, 'data folder locked for this FGMachine')
 
   try {
     machine = await createMachine(config, { log })

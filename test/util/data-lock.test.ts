@@ -1,0 +1,89 @@
+import { spawnSync } from 'node:child_process'
+import { existsSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import t, { type Test } from 'tap'
+import { currentHolder, DataLock, DataLockError } from '../../src/util/data-lock.js'
+
+function folder(t: Test): { dir: string; file: string } {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'fgm-lock-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  return { dir, file: path.join(dir, 'fgmachine.lock') }
+}
+
+/** A pid no process has now: one that just ended. */
+function deadPid(): number {
+  const r = spawnSync('sh', ['-c', 'echo $$'], { encoding: 'utf8' })
+  return Number(r.stdout.trim())
+}
+
+const fast = { heartbeatMs: 100, staleMs: 800 }
+
+t.test('taken, held, released: the lock names its holder', async (t) => {
+  const { dir, file } = folder(t)
+  const lock = await DataLock.acquire(dir, fast)
+  const held = JSON.parse(readFileSync(file, 'utf8'))
+  t.match(held, { pid: process.pid, host: os.hostname(), instance: lock.holder.instance })
+  await lock.release()
+  t.notOk(existsSync(file), 'removed at release')
+})
+
+t.test('a second taker while the first runs is refused at once, naming the folder and the holder', async (t) => {
+  const { dir } = folder(t)
+  const first = await DataLock.acquire(dir, fast)
+  t.teardown(() => first.release())
+  const started = Date.now()
+  await t.rejects(DataLock.acquire(dir, fast), new DataLockError(`the data folder ${dir} is in use by another FGMachine (process ${process.pid} on ${os.hostname()}, since ${first.holder.since}): only one may run on a data folder. Stop that one first, or give this one a data folder of its own (FGMACHINE_DATA_DIR)`))
+  t.ok(Date.now() - started < 500, 'a holder of this pid namespace is checked by its pid: no waiting')
+})
+
+t.test('a lock left by a process that is gone is taken over at once: a dead pid, or a pid reused by another process', async (t) => {
+  for (const [what, holder] of [
+    ['dead pid', { ...currentHolder(), pid: deadPid() }],
+    ['reused pid (another start time)', { ...currentHolder(), procStart: '1' }],
+    ['a file cut off by a crash, old', undefined],
+  ] as const) {
+    const { dir, file } = folder(t)
+    writeFileSync(file, holder ? JSON.stringify(holder) : '{"pid": 12')
+    if (!holder) utimesSync(file, new Date(Date.now() - 60_000), new Date(Date.now() - 60_000))
+    const lock = await DataLock.acquire(dir, fast)
+    t.equal(JSON.parse(readFileSync(file, 'utf8')).instance, lock.holder.instance, what)
+    await lock.release()
+  }
+})
+
+t.test('a holder in another container (pid namespace) is judged by its heartbeat', async (t) => {
+  const { dir, file } = folder(t)
+  const other = { ...currentHolder(), pid: 1, pidNs: 'pid:[1]', host: 'c0ffee' }
+  writeFileSync(file, JSON.stringify(other))
+  const beat = setInterval(() => utimesSync(file, new Date(), new Date()), 100)
+  t.teardown(() => clearInterval(beat))
+  await t.rejects(DataLock.acquire(dir, fast), { message: /in use by another FGMachine \(process 1 on c0ffee.*which is still running: its lock was just touched/ }, 'beating: refused')
+  clearInterval(beat)
+  utimesSync(file, new Date(Date.now() - 5000), new Date(Date.now() - 5000))
+  const lock = await DataLock.acquire(dir, fast)
+  t.equal(JSON.parse(readFileSync(file, 'utf8')).instance, lock.holder.instance, 'silent for longer than staleMs: taken over')
+  await lock.release()
+})
+
+t.test('two takers of one stale lock: exactly one gets it', async (t) => {
+  const { dir, file } = folder(t)
+  writeFileSync(file, JSON.stringify({ ...currentHolder(), pid: deadPid() }))
+  const results = await Promise.allSettled([DataLock.acquire(dir, fast), DataLock.acquire(dir, fast), DataLock.acquire(dir, fast)])
+  const won = results.filter((r) => r.status === 'fulfilled')
+  t.equal(won.length, 1)
+  t.ok(results.filter((r) => r.status === 'rejected').every((r) => (r as PromiseRejectedResult).reason instanceof DataLockError))
+  await (won[0] as PromiseFulfilledResult<DataLock>).value.release()
+})
+
+t.test('a holder whose lock was taken from it is told, and stops touching it', async (t) => {
+  const { dir, file } = folder(t)
+  let lostTo: unknown
+  const lock = await DataLock.acquire(dir, { ...fast, onLost: (by) => (lostTo = by) })
+  writeFileSync(file, JSON.stringify({ ...currentHolder(), host: 'other-box' }))
+  const deadline = Date.now() + 5000
+  while (!lostTo && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
+  t.match(lostTo, { host: 'other-box' })
+  await lock.release()
+  t.ok(existsSync(file), "release leaves the new holder's lock alone")
+})
