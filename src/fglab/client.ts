@@ -88,6 +88,11 @@ export class FglabClient {
     return this.#call('POST', '/api/v1/machines', specs) as Promise<{ _id: string }>
   }
 
+  /** `$set` these fields on the machine's record (its address, name, GPUs…). The answer is not read, as for experiments. */
+  updateMachine(machineId: string, fields: Record<string, unknown>): Promise<unknown> {
+    return this.#call('PUT', `/api/v1/machines/${encodeURIComponent(machineId)}`, fields)
+  }
+
   updateProjects(machineId: string, projects: Record<string, unknown>): Promise<unknown> {
     return this.#call('POST', `/api/v1/machines/${encodeURIComponent(machineId)}/projects`, { projects })
   }

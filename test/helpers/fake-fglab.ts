@@ -65,7 +65,8 @@ function mongoRefusal(fields: Record<string, unknown>, merged: Record<string, un
  * field name, a document over 16 MiB), 500 to uploads for an experiment
  * deleted in FGLab, an empty 200 to GET of one. It records every call.
  * `failWith(status)` / `failWith('reset')` make it refuse calls, to play an
- * outage; `deleteExperiment(id)` plays the trash button.
+ * outage, `answer` makes it answer garbage or hang; `deleteExperiment(id)` plays the trash button,
+ * `deleteMachine(id)` the machine's delete.
  */
 export class FakeFglab {
   readonly calls: RecordedCall[] = []
@@ -77,6 +78,11 @@ export class FakeFglab {
   keepBytes = 64 * 1024 * 1024
   /** Refuse some calls only (a proxy in front of FGLab, say): a status, or 'reset' to cut the connection before reading the body. */
   refuse: (call: { method: string; path: string }) => number | 'reset' | undefined = () => undefined
+  /**
+   * Answer some calls as a broken FGLab (or something else at its address) would: this status and
+   * body as they are, or 'hang' to never answer. Unlike `refuse`, such calls are recorded in `calls`.
+   */
+  answer: (call: { method: string; path: string }) => { status: number; body: string; type?: string } | 'hang' | undefined = () => undefined
   #server: http.Server
   #failure: number | 'reset' | undefined
   #waiters: Array<() => void> = []
@@ -111,6 +117,12 @@ export class FakeFglab {
   deleteExperiment(id: string): void {
     this.deleted.add(id)
     this.experiments.delete(id)
+  }
+
+  /** The machine's delete button in FGLab: its document (and projects) gone; its experiments stay. */
+  deleteMachine(id: string): void {
+    this.machines.delete(id)
+    this.projects.delete(id)
   }
 
   experiment(id: string): FakeExperiment {
@@ -177,6 +189,17 @@ export class FakeFglab {
     }
     if (this.#failure !== undefined) return send(this.#failure, { error: 'FGLab is down (fake)' })
     if (refusal !== undefined) return send(refusal, { error: 'refused (fake)' })
+    const answer = this.answer({ method: call.method, path: call.path })
+    if (answer !== undefined) {
+      this.calls.push(call)
+      if (answer !== 'hang') {
+        call.status = answer.status
+        res.writeHead(answer.status, { 'content-type': answer.type ?? 'text/html' })
+        res.end(answer.body)
+      }
+      for (const w of this.#waiters.splice(0)) w()
+      return
+    }
     if (this.password) {
       const expected = 'Basic ' + Buffer.from(`${this.password.user}:${this.password.pass}`).toString('base64')
       if (req.headers.authorization !== expected) return send(401, { error: 'Unauthorized' })
@@ -226,6 +249,13 @@ export class FakeFglab {
       const doc = { ...(call.body as object), _id }
       this.machines.set(_id, doc)
       return send(201, doc)
+    }
+    if (method === 'PUT' && (m = /^\/api\/v1\/machines\/([0-9a-f]{24})$/.exec(path))) {
+      // lab.js: $set on the machine's record; its answer says nothing useful, as for experiments.
+      const doc = this.machines.get(m[1]!)
+      if (!doc) return send(200, { msg: 'error' })
+      Object.assign(doc, call.body as object)
+      return send(200, { msg: 'success' })
     }
     if (method === 'POST' && (m = /^\/api\/v1\/machines\/([^/]+)\/projects$/.exec(path))) {
       if (!this.machines.has(m[1]!)) return send(404, { error: 'Machine not found' })
