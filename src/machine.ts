@@ -7,6 +7,7 @@ import { loadTemplate, type Config } from './config.js'
 import type { ContainerClient } from './docker/container-client.js'
 import { DockerContainerClient } from './docker/docker-container-client.js'
 import { prepareImages } from './docker/prepare-images.js'
+import { checkDataIdentity, dataKeyOf } from './docker/data-identity.js'
 import { detectHostPaths, HostPaths } from './docker/host-paths.js'
 import { FglabClient } from './fglab/client.js'
 import { Delivery } from './fglab/delivery.js'
@@ -25,7 +26,7 @@ import { realSleep, retry, type Backoff, type Sleep } from './util/retry.js'
 import { Journal } from './runner/journal.js'
 import { Ledgers } from './results/ledger.js'
 import { realClock } from './util/clock.js'
-import { nodeDisk } from './util/disk.js'
+import { DiskHealth, nodeDisk, type Disk } from './util/disk.js'
 import { discoverGpus, UNKNOWN_UUID_PREFIX, type NvidiaSmi } from './gpu/discovery.js'
 import type { GpuDevice } from './gpu/nvidia-smi.js'
 
@@ -36,11 +37,17 @@ export interface MachineOptions {
   /** Retry timing for FGLab calls (tests make it fast). */
   backoff?: Backoff
   sleep?: Sleep
+  /** How often the projects are sent to FGLab although unchanged, to notice a machine deleted there (ms; default 5 min). */
+  registrationRefreshMs?: number
   resultsStableMs?: number
   /** Containers labelled for this machine that belong to no experiment it knows are removed once older than this (ms). */
   orphanGraceMs?: number
   /** How nvidia-smi is run (tests put a stand-in here or on PATH). */
   nvidiaSmi?: NvidiaSmi
+  /** The disk FGMachine's own state is written to (tests: one that fills up); the real one by default. */
+  disk?: Disk
+  /** How often a data folder that refused a write is tried again (DISK_PROBE_EVERY_MS). */
+  diskProbeMs?: number
 }
 
 export interface Machine {
@@ -72,8 +79,15 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
     specs: () => machineSpecs(config.machineUrl, gpus, hostname),
     backoff: opts.backoff,
     sleep: opts.sleep,
+    refreshMs: opts.registrationRefreshMs,
+    // Containers this data folder started under an id it no longer has (specs.json lost) are looked for at once.
+    onRegistered: () => reconcileNow(),
   })
-  const disk = nodeDisk
+  let reconcileNow = () => {}
+  // Every write of FGMachine's state goes through it: one refused by a full or read-only
+  // data folder turns starts and capacity into refusals that say so, until it takes writes again.
+  const diskHealth = new DiskHealth(opts.disk ?? nodeDisk, { dir: config.dataDir, probeEveryMs: opts.diskProbeMs, log: log.child({ component: 'disk' }) })
+  const disk = diskHealth.disk
   const clock = realClock
   const outboxLog = log.child({ component: 'outbox' })
   const ledgers = new Ledgers(disk, path.join(config.dataDir, 'experiments'), outboxLog)
@@ -112,7 +126,9 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
     ledgers,
     journal,
     runtimes: {
-      docker: new DockerRuntime(docker, log.child({ component: 'docker' }), (p) => hostPaths.toHost(p) ?? p, stopping.signal, gpuDeviceId(gpus), clock),
+      docker: new DockerRuntime(docker, log.child({ component: 'docker' }), (p) => hostPaths.toHost(p) ?? p, stopping.signal, gpuDeviceId(gpus), clock, () =>
+        dataKeyOf(config.dataDir, hostPaths),
+      ),
       process: new ProcessRuntime(),
     },
     log: log.child({ component: 'experiments' }),
@@ -120,6 +136,7 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
     machineId: () => registration.machineId,
     killGraceMs: config.killGraceMs,
     resultsStableMs: opts.resultsStableMs,
+    diskHealth,
   })
   const app = await buildApp(
     {
@@ -131,7 +148,7 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
       machineUrl: config.machineUrl,
       machineId: () => registration.machineId,
       hostname: () => hostname,
-      health: { docker: () => docker.ping(), fglab: () => client.ping() },
+      health: { docker: () => docker.ping(), fglab: () => client.ping(), registration: () => registration.health() },
     },
     { logger: log, token: config.token },
   )
@@ -151,6 +168,9 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
       const dockerLog = log.child({ component: 'docker' })
       warnUnreachableUrl(config, log)
       hostPaths = await detectHostPaths(docker, dockerLog)
+      const dataKey = dataKeyOf(config.dataDir, hostPaths)
+      // Before anything is read from it: a copied data folder must not act as the machine it was copied from.
+      if (dataKey) await checkDataIdentity(config.dataDir, dataKey)
       const engine = await docker.engine().catch((err: Error) => err)
       hostname = machineName(config.hostname, hostPaths.inContainer, engine instanceof Error ? undefined : engine.name)
       if (hostPaths.undetermined) {
@@ -165,6 +185,8 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
           { baseMs: 2000, maxMs: 30_000, signal: stopping.signal, sleep: realSleep, retryable: () => true },
         ).catch(() => {})
       }
+      // A data folder already full, or read-only, is known before the first start is asked for.
+      await diskHealth.probe()
       await registration.start()
       projects.on('change', (raw) => {
         registration.updateProjects(raw)
@@ -178,7 +200,13 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
       await outbox.restore()
       await experiments.recover()
       checkDocker(engine, projects, log)
-      const reconcile = () => void experiments.reconcile(registration.machineId, opts.orphanGraceMs ?? 60_000)
+      // Under every id FGLab knew this machine by (a container keeps the id it was started under),
+      // the current one last: its check for another FGMachine claiming it is the one that stands.
+      const reconcile = () =>
+        void (async () => {
+          for (const id of registration.machineIds.reverse()) await experiments.reconcile(id, opts.orphanGraceMs ?? 60_000)
+        })()
+      reconcileNow = reconcile
       reconcile()
       // And now and then: a container whose removal failed is taken up (reported, removed) then.
       reconciling = setInterval(reconcile, 10 * 60_000)
@@ -201,6 +229,7 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
         await Promise.race([experiments.idle(), realSleep(grace + 2000)])
       }
       registration.close()
+      diskHealth.close()
       // What is still unsent stays on disk for the next start.
       outbox.close()
       // A start still pulling its image is not waited for: the journal says where it stands.

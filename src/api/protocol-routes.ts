@@ -32,12 +32,15 @@ export function protocolRoutes(app: FastifyInstance, deps: ProtocolDeps): void {
     return { capacity, address: deps.machineUrl, _id: deps.machineId() }
   })
 
-  app.post('/projects/:projectId', async (req) => {
+  app.post('/projects/:projectId', async (req, reply) => {
     const projectId = projectIdFrom(req.params)
     const body = req.body
     if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new BadRequestError('body must be a JSON object of options with _id')
+    // The answer (the body, echoed) is made before the start: once an experiment is
+    // started, nothing may fail its answer, or FGLab deletes an experiment that runs.
+    const answer = JSON.stringify(body)
     await deps.admission.start(projectId, body as Record<string, unknown>)
-    return body
+    return reply.type('application/json; charset=utf-8').send(answer)
   })
 
   app.put('/projects', async (req) => {

@@ -81,6 +81,16 @@ export function ownContainerId(mountinfo: string, cgroup: string): string | unde
   return undefined
 }
 
+/**
+ * Whether /proc/self/mountinfo shows what a container runtime puts in every
+ * container: /etc/hostname, /etc/hosts or /etc/resolv.conf as mount points of
+ * their own (bind-mounted files). A host has none of them.
+ */
+export function containerFileMounts(mountinfo: string): boolean {
+  // Fields: id parent major:minor root mount-point options …; paths escape spaces as \040.
+  return mountinfo.split('\n').some((line) => /^(?:\/etc\/hostname|\/etc\/hosts|\/etc\/resolv\.conf)$/.test(line.split(' ')[4] ?? ''))
+}
+
 async function readOr(file: string): Promise<string> {
   try {
     return await readFile(file, 'utf8')
@@ -95,11 +105,26 @@ async function readOr(file: string): Promise<string> {
  * drives another engine) means the host's paths, said in the log; an engine
  * that does not answer means `HostPaths.unknown`, to be asked again.
  */
-export async function detectHostPaths(docker: ContainerClient, log: Logger, procRoot = '/proc', timeoutMs = 10_000): Promise<HostPaths> {
-  const id = ownContainerId(await readOr(`${procRoot}/self/mountinfo`), await readOr(`${procRoot}/self/cgroup`))
-  const candidates = [id, existsSync('/.dockerenv') ? os.hostname() : undefined].filter((c): c is string => Boolean(c))
+export async function detectHostPaths(
+  docker: ContainerClient,
+  log: Logger,
+  procRoot = '/proc',
+  timeoutMs = 10_000,
+  /** Where /.dockerenv is looked for, and this machine's name (tests). */
+  self: { dockerenv?: string; hostname?: string } = {},
+): Promise<HostPaths> {
+  const mountinfo = await readOr(`${procRoot}/self/mountinfo`)
+  const id = ownContainerId(mountinfo, await readOr(`${procRoot}/self/cgroup`))
+  // The hostname (a container's is its short id) is asked about only in what is
+  // surely a container: /.dockerenv alone is no proof, as images of whole machines
+  // (VMs, WSL, sandboxes made with `docker export`) carry it too, and on such a
+  // host the engine would be asked about the host's name and the warning below
+  // given at every start.
+  const dockerenv = existsSync(self.dockerenv ?? '/.dockerenv')
+  const hostname = dockerenv && containerFileMounts(mountinfo) ? (self.hostname ?? os.hostname()) : undefined
+  const candidates = [id, hostname].filter((c): c is string => Boolean(c))
   if (candidates.length === 0) {
-    log.info('FGMachine runs on the host: experiment paths are used as they are')
+    log.info(dockerenv ? { ignored: '/.dockerenv (no container mounts in /proc/self/mountinfo)' } : {}, 'FGMachine runs on the host: experiment paths are used as they are')
     return HostPaths.onHost
   }
   let failure: string | undefined

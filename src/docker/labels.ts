@@ -25,14 +25,35 @@ export const LABELS = {
   keepResults: 'fgmachine.keep-results',
   /** The project's run-time limit in seconds, if any. */
   timeout: 'fgmachine.timeout',
+  /**
+   * The data folder of the FGMachine that made it, as the Docker host sees it:
+   * with the engine, the identity of one FGMachine (a lock keeps one per data
+   * folder). A copy of specs.json elsewhere has the same FGLab id but not this.
+   */
+  data: 'fgmachine.data',
 } as const
+
+/** Whose a container labelled with this machine's id or data folder is, to an FGMachine of `machineId` and `dataKey`. */
+export type Ownership =
+  /** This FGMachine's: made by it, or by this data folder under an FGLab id it had before (specs.json lost). */
+  | 'ours'
+  /** Another FGMachine's that claims the same FGLab id (a copy of its specs.json): never touched. */
+  | 'foreign'
+
+export function ownership(labels: Record<string, string>, machineId: string, dataKey: string | undefined): Ownership {
+  const data = labels[LABELS.data]
+  // Made before containers carried their data folder: the FGLab id is all there is.
+  if (!data || dataKey === undefined) return labels[LABELS.machine] === machineId ? 'ours' : 'foreign'
+  return data === dataKey ? 'ours' : 'foreign'
+}
 
 /** What a container's labels say of its experiment: enough to take it up again with no journal record. */
 export type LabelledRun = Pick<RunRecord, 'id' | 'projectId' | 'lease' | 'resultsDir' | 'keepResults' | 'timeoutS'>
 
 /** The labels of an experiment's container. `runFromLabels` reads them back. */
-export function runLabels(run: LabelledRun, machineId: string | undefined): Record<string, string> {
+export function runLabels(run: LabelledRun, machineId: string | undefined, dataKey?: string): Record<string, string> {
   return {
+    ...(dataKey && { [LABELS.data]: dataKey }),
     [LABELS.managed]: 'true',
     [LABELS.experiment]: run.id,
     [LABELS.project]: run.projectId,

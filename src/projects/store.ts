@@ -5,6 +5,13 @@ import { watch, type FSWatcher } from 'chokidar'
 import type { Logger } from 'pino'
 import { parseProjects, projectTemplate, type Project, type ProjectProblem } from './schema.js'
 
+/**
+ * The watch reloads the file this long after the last event it saw: an
+ * editor's save (truncate then write, or rename then write) is read once,
+ * whole, not half-way.
+ */
+export const RELOAD_DEBOUNCE_MS = 300
+
 /** A machine-specific rule for projects: the problem (field and why), or undefined when the project may run. */
 export type ProjectCheck = (project: Project) => { field: string; message: string } | undefined
 
@@ -15,8 +22,10 @@ export class ProjectsFileError extends Error {
 
 /**
  * projects.json: loaded at start, watched, reloaded on change. A file that does
- * not parse keeps the last good configuration; a bad entry is reported and left
- * out while the good ones run.
+ * not parse keeps the last good configuration; so does a file emptied or
+ * removed once one was loaded from it (a truncating save, an editor's
+ * rename-then-write): "no projects" is said with `{}`. A bad entry is reported
+ * and left out while the good ones run.
  *
  * Emits 'change' (raw object) after every successful reload.
  */
@@ -28,7 +37,10 @@ export class ProjectStore extends EventEmitter<{ change: [Record<string, unknown
   #applied: string | undefined
   /** Whether a configuration was ever loaded: else there is no "last good" one to keep. */
   #loaded = false
+  /** Why the last good configuration is kept, while it is (said once, not at each look). */
+  #kept: string | undefined
   #watcher: FSWatcher | undefined
+  #debounce: NodeJS.Timeout | undefined
   #writing = Promise.resolve()
   #checks: ProjectCheck[] = []
 
@@ -38,6 +50,8 @@ export class ProjectStore extends EventEmitter<{ change: [Record<string, unknown
     private readonly baseDir = process.cwd(),
     /** The entry "Add to Machine" writes; the seed's blank one when undefined. */
     private readonly template?: Record<string, unknown>,
+    /** How long after the watch's last event the file is read (RELOAD_DEBOUNCE_MS; tests). */
+    private readonly debounceMs = RELOAD_DEBOUNCE_MS,
   ) {
     super()
   }
@@ -83,9 +97,13 @@ export class ProjectStore extends EventEmitter<{ change: [Record<string, unknown
     let text: string
     try {
       text = await readFile(this.file, 'utf8')
-      if (text === this.#applied && !force) return true
+      if (text === this.#applied && !force) {
+        this.#kept = undefined
+        return true
+      }
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        if (this.#applied !== undefined) return this.#keep('is gone (removed, or being replaced)', force)
         this.log.warn({ file: this.file }, 'no projects.json yet: no project can run until one is added ("Add to Machine" in FGLab creates it)')
         this.#applied = undefined
         this.#apply({})
@@ -94,6 +112,8 @@ export class ProjectStore extends EventEmitter<{ change: [Record<string, unknown
       this.log.error({ file: this.file, err }, `cannot read projects.json; ${this.#keeping()}`)
       return false
     }
+    // Emptied (a truncating save caught half-way, `> projects.json`): not "no projects".
+    if (text.trim() === '' && this.#applied !== undefined) return this.#keep('is empty', force)
     let raw: unknown
     try {
       raw = text.trim() === '' ? {} : (JSON.parse(text) as unknown)
@@ -110,7 +130,26 @@ export class ProjectStore extends EventEmitter<{ change: [Record<string, unknown
     return true
   }
 
+  /**
+   * The file is missing or empty after a good one was loaded from it: keep
+   * that configuration (FGLab is not told that the machine has no projects).
+   */
+  #keep(what: string, force: boolean): false {
+    const said = this.#kept === what
+    // The machine's checks changed: the kept configuration goes through them again.
+    if (force) this.#apply(this.#raw)
+    this.#kept = what
+    if (!said) {
+      this.log.warn(
+        { file: this.file, projects: [...this.#projects.keys()] },
+        `projects.json ${what}; keeping the last good configuration until it is written again (to run no projects, write {} to it)`,
+      )
+    }
+    return false
+  }
+
   #apply(raw: Record<string, unknown>): void {
+    this.#kept = undefined
     const { projects, problems } = parseProjects(raw, this.baseDir)
     for (const [id, project] of projects) {
       for (const check of this.#checks) {
@@ -136,12 +175,15 @@ export class ProjectStore extends EventEmitter<{ change: [Record<string, unknown
   /** Start watching the file (its folder, so that it may be created or replaced). */
   async watch(): Promise<void> {
     if (this.#watcher) return
-    this.#watcher = watch(this.file, {
-      ignoreInitial: true,
-      awaitWriteFinish: { stabilityThreshold: 150, pollInterval: 50 },
-    })
+    // Every event (each write of a save, a removal, a rename over it) puts the read off: the
+    // file is read once the events stop, so an editor's save is one reload, of the whole file.
+    this.#watcher = watch(this.file, { ignoreInitial: true })
     const onEvent = () => {
-      void this.reload()
+      clearTimeout(this.#debounce)
+      this.#debounce = setTimeout(() => {
+        this.#debounce = undefined
+        void this.reload()
+      }, this.debounceMs)
     }
     this.#watcher.on('add', onEvent).on('change', onEvent).on('unlink', onEvent)
     this.#watcher.on('error', (err) => this.log.error({ err }, 'projects.json watcher failed'))
@@ -149,6 +191,8 @@ export class ProjectStore extends EventEmitter<{ change: [Record<string, unknown
   }
 
   async close(): Promise<void> {
+    clearTimeout(this.#debounce)
+    this.#debounce = undefined
     await this.#watcher?.close()
     this.#watcher = undefined
   }

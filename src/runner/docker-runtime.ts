@@ -43,6 +43,8 @@ export class DockerRuntime implements Runtime {
     /** How Docker is told which GPU a lease's index means: its UUID where known (see machine.ts). */
     private readonly gpuDeviceId: (index: number) => string = String,
     private readonly clock: Clock = realClock,
+    /** This FGMachine's data folder as the Docker host sees it (labels.ts `data`), once known. */
+    readonly dataKey: () => string | undefined = () => undefined,
   ) {}
 
   containerSpec(spec: LaunchSpec): ContainerSpec {
@@ -50,6 +52,7 @@ export class DockerRuntime implements Runtime {
     const labels = runLabels(
       { id: spec.experimentId, projectId: p.id, lease: spec.lease, resultsDir: spec.resultsDir, keepResults: p.keep_results, timeoutS: p.timeout },
       spec.machineId,
+      this.dataKey(),
     )
     // The GPUs are the lease's and nobody else's: the project's env cannot widen them,
     // and a container without GPUs gets none even where nvidia is the default runtime.
@@ -153,9 +156,19 @@ export class DockerRuntime implements Runtime {
     return summary ? this.docker.inspectContainer(summary.id) : undefined
   }
 
-  /** The containers labelled as this machine's. */
-  listOurs(machineId: string): Promise<ContainerSummary[]> {
-    return this.docker.listByLabel(LABELS.machine, machineId)
+  /**
+   * The containers labelled with this machine's FGLab id or its data folder:
+   * its own, those its data folder made under an id it had before, and those
+   * of another FGMachine claiming its id (see labels.ts `ownership`).
+   */
+  async listOurs(machineId: string): Promise<ContainerSummary[]> {
+    const dataKey = this.dataKey()
+    const [byId, byData] = await Promise.all([
+      this.docker.listByLabel(LABELS.machine, machineId),
+      dataKey ? this.docker.listByLabel(LABELS.data, dataKey) : Promise.resolve([]),
+    ])
+    const seen = new Set(byId.map((c) => c.id))
+    return [...byId, ...byData.filter((c) => !seen.has(c.id))]
   }
 
   remove(containerId: string): Promise<void> {

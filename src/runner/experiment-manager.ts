@@ -1,7 +1,10 @@
 import path from 'node:path'
+import type { ContainerSummary } from '../docker/container-client.js'
+import { LABELS } from '../docker/labels.js'
 import type { Outbox } from '../fglab/outbox.js'
 import type { Project } from '../projects/schema.js'
 import type { Refusal } from '../scheduler/refusal.js'
+import type { DiskHealth } from '../util/disk.js'
 import { isObjectId } from '../util/ids.js'
 import type { OptionValue } from './argv.js'
 import { BadRequestError, ConflictError, NoCapacityError } from './errors.js'
@@ -13,6 +16,8 @@ import { KilledBeforeStartError } from './runtime.js'
 
 export interface ExperimentManagerDeps extends Omit<RunContext, 'shutdown'> {
   outbox: Outbox
+  /** Whether the data folder takes writes (src/util/disk.ts DiskHealth, over the disk the journal writes to). */
+  diskHealth?: Pick<DiskHealth, 'refusal'>
 }
 
 /**
@@ -27,6 +32,8 @@ export class ExperimentManager {
   #left = new Map<string, string>()
   /** Experiments finished while reconcile() runs: its list of containers may still show them. */
   #finishedWhileReconciling: Set<string> | undefined
+  /** Why this FGLab id is claimed by another FGMachine too, while it is. */
+  #conflict: string | undefined
   readonly #ctx: RunContext
   readonly #host: RecoveryHost
 
@@ -38,6 +45,7 @@ export class ExperimentManager {
       knows: (id) => this.#runs.has(id) || this.#left.has(id) || Boolean(this.#finishedWhileReconciling?.has(id)),
       takeUp: (record) => this.#track(this.#add(record), (run) => run.resume()),
       leftContainers: this.#left,
+      claimedElsewhere: (containers) => this.#claimedElsewhere(containers),
     }
   }
 
@@ -49,9 +57,12 @@ export class ExperimentManager {
     return [...this.#runs.values()]
   }
 
-  /** Why no new experiment is taken at all, if none is: FGMachine shuts down, or the outbox is full. */
+  /** Why no new experiment is taken at all, if none is: FGMachine shuts down, its FGLab id is claimed elsewhere, or the outbox is full. */
   refusal(): Refusal | undefined {
     if (this.#shutdown.signal.aborted) return { cause: 'shutting_down', reason: 'FGMachine is shutting down' }
+    if (this.#conflict) return { cause: 'identity_conflict', reason: this.#conflict }
+    const disk = this.deps.diskHealth?.refusal()
+    if (disk) return disk
     if (this.deps.outbox.full()) {
       const mb = (this.deps.outbox.bytes() / 1024 / 1024).toFixed(1)
       return {
@@ -93,6 +104,9 @@ export class ExperimentManager {
     } catch (err) {
       this.#runs.delete(id)
       this.deps.scheduler.release(id)
+      // The data folder is full or not writable: a refusal (501, with why), not an error.
+      const disk = this.deps.diskHealth?.refusal()
+      if (disk) throw new NoCapacityError(disk)
       throw err
     }
     this.#track(run, (r) => r.start(project, body as Record<string, OptionValue>))
@@ -158,6 +172,21 @@ export class ExperimentManager {
     } finally {
       this.#finishedWhileReconciling = undefined
     }
+  }
+
+  /** Containers of another FGMachine with this machine's FGLab id: said, and no experiment is taken while they are there. */
+  #claimedElsewhere(containers: ContainerSummary[]): void {
+    if (containers.length === 0) {
+      if (this.#conflict) this.deps.log.info('no container of another FGMachine with this FGLab id is left: taking experiments again')
+      this.#conflict = undefined
+      return
+    }
+    const folders = [...new Set(containers.map((c) => c.labels[LABELS.data] || '(unknown)'))]
+    this.#conflict =
+      `another FGMachine claims this machine's FGLab id (${containers[0]!.labels[LABELS.machine]}): ${containers.length} container(s) on this Docker engine carry it, ` +
+      `started by the FGMachine whose data folder is ${folders.join(', ')}, not this one's. One of the two runs with a copy of the other's specs.json (a copied data volume, a cloned VM). ` +
+      "This one never adopts, reports or removes them, and takes no experiments while they are there. To give one of the two an identity of its own: stop it, delete specs.json in its data folder, start it again (it registers with FGLab as a new machine)"
+    this.deps.log.error({ containers: containers.map((c) => c.id.slice(0, 12)), dataFolders: folders }, this.#conflict)
   }
 
   #add(record: RunRecord): Run {

@@ -1,5 +1,5 @@
 import type { ContainerSummary } from '../docker/container-client.js'
-import { LABELS, runFromLabels } from '../docker/labels.js'
+import { LABELS, ownership, runFromLabels } from '../docker/labels.js'
 import type { Outbox } from '../fglab/outbox.js'
 import type { RunRecord } from './journal.js'
 import type { RunContext } from './run-context.js'
@@ -15,6 +15,8 @@ export interface RecoveryHost {
   takeUp(record: RunRecord): void
   /** Reported experiments whose container is still to be removed: experiment id → container id. */
   leftContainers: Map<string, string>
+  /** Containers of another FGMachine that claims this machine's FGLab id were found (none: cleared). */
+  claimedElsewhere(containers: ContainerSummary[]): void
 }
 
 /**
@@ -78,7 +80,12 @@ export async function reconcile(host: RecoveryHost, machineId: string, graceMs: 
   } catch {
     return // shutting down
   }
+  const foreign: ContainerSummary[] = []
   for (const c of containers) {
+    if (ownership(c.labels, machineId, docker.dataKey()) === 'foreign') {
+      foreign.push(c)
+      continue
+    }
     const id = c.labels[LABELS.experiment]
     if (id && host.knows(id)) continue
     const labelled = runFromLabels(c.labels)
@@ -95,12 +102,19 @@ export async function reconcile(host: RecoveryHost, machineId: string, graceMs: 
       if (record.phase === 'launched') scheduler.adopt(record.lease)
       host.takeUp(record)
       // Said once its record is written and its lease held again.
-      log.warn({ experimentId: record.id, containerId: c.id.slice(0, 12) }, 'taking up a container of this machine from its labels (no journal record)')
+      const before = c.labels[LABELS.machine]
+      if (before && before !== machineId) {
+        log.warn(
+          { experimentId: record.id, containerId: c.id.slice(0, 12), previousMachineId: before },
+          `taking up a container this data folder started as FGLab machine ${before}, an id it no longer has (specs.json lost, or the machine deleted in FGLab): it is reported and removed as this machine's`,
+        )
+      } else log.warn({ experimentId: record.id, containerId: c.id.slice(0, 12) }, 'taking up a container of this machine from its labels (no journal record)')
     } else if (clock.now() - c.createdMs >= graceMs) {
       log.warn({ containerId: c.id.slice(0, 12), name: c.name, state: c.state }, 'removing a container of this machine that belongs to no experiment it knows')
       await docker.remove(c.id).catch((err: Error) => log.warn({ err: err.message }, 'could not remove it'))
     }
   }
+  host.claimedElsewhere(foreign)
 }
 
 /** Containers of fully reported experiments whose removal failed: removed here, never taken up again. */

@@ -110,3 +110,135 @@ export const nodeDisk: Disk = {
     await rename(from, to)
   },
 }
+
+/** Why the data folder cannot take FGMachine's writes: it is full, or it may not be written. */
+export type DiskTroubleCause = 'disk_full' | 'data_unwritable'
+
+const TROUBLE: Record<string, DiskTroubleCause> = {
+  ENOSPC: 'disk_full',
+  EDQUOT: 'disk_full',
+  EROFS: 'data_unwritable',
+  EACCES: 'data_unwritable',
+  EPERM: 'data_unwritable',
+}
+
+/** How often a data folder that refused a write is tried again while it does. */
+export const DISK_PROBE_EVERY_MS = 5_000
+
+export interface DiskHealthOptions {
+  /** The data folder: where the probe is written, and what the reason names. */
+  dir: string
+  probeEveryMs?: number
+  log?: { warn(obj: object, msg: string): void; info(obj: object, msg: string): void }
+}
+
+/**
+ * Whether FGMachine's own state can be written, known without asking the
+ * disk at each question: a write through `disk` that fails because the data
+ * folder is full or not writable (ENOSPC, EDQUOT, EROFS, EACCES, EPERM) marks
+ * it so, and from then on a tiny file is written every few seconds until one
+ * succeeds. A whole file written (what a start needs: its record) clears it;
+ * an append does not, as one can still fit in a full disk's last block.
+ * Meanwhile `refusal()` says why no experiment is taken.
+ */
+export class DiskHealth {
+  readonly disk: Disk
+  #trouble: { cause: DiskTroubleCause; error: string } | undefined
+  #timer: NodeJS.Timeout | undefined
+  #probing: Promise<boolean> | undefined
+  #closed = false
+  readonly #probeFile: string
+  readonly #probeEveryMs: number
+
+  constructor(
+    private readonly inner: Disk,
+    private readonly opts: DiskHealthOptions,
+  ) {
+    this.#probeFile = path.join(opts.dir, '.write-probe')
+    this.#probeEveryMs = opts.probeEveryMs ?? DISK_PROBE_EVERY_MS
+    const watched =
+      <A extends unknown[], R>(op: (...args: A) => Promise<R>, clears: boolean) =>
+      (...args: A): Promise<R> =>
+        op(...args).then(
+          (r) => {
+            if (clears) this.#healthy()
+            return r
+          },
+          (err: unknown) => {
+            this.#failed(err)
+            throw err
+          },
+        )
+    this.disk = {
+      writeAtomic: watched((file: string, data: string) => inner.writeAtomic(file, data), true),
+      append: watched((file: string, data: string, sync: boolean) => inner.append(file, data, sync), false),
+      remove: watched((file: string) => inner.remove(file), false),
+      rename: watched((from: string, to: string) => inner.rename(from, to), false),
+      read: (file) => inner.read(file),
+      list: (dir) => inner.list(dir),
+    }
+  }
+
+  /** Why no experiment can be taken now because of the data folder, if so. */
+  refusal(): { cause: DiskTroubleCause; reason: string } | undefined {
+    const t = this.#trouble
+    if (!t) return undefined
+    const again = `experiments are taken again within ${Math.ceil(this.#probeEveryMs / 1000)} s of it taking writes`
+    return t.cause === 'disk_full'
+      ? { cause: t.cause, reason: `the data folder ${this.opts.dir} is full (${t.error}): experiments could not be written down; free space there (${again})` }
+      : {
+          cause: t.cause,
+          reason: `the data folder ${this.opts.dir} cannot be written (${t.error}): experiments could not be written down; make it writable by FGMachine's user${typeof process.getuid === 'function' ? ` (uid ${process.getuid()})` : ''}, or mount it read-write (${again})`,
+        }
+  }
+
+  /** Write (and remove) a tiny file in the data folder now: whether it took it. Clears or marks the trouble. */
+  probe(): Promise<boolean> {
+    this.#probing ??= this.disk
+      .writeAtomic(this.#probeFile, `${Date.now()}\n`)
+      .then(() => this.inner.remove(this.#probeFile))
+      .then(
+        () => true,
+        () => false,
+      )
+      .finally(() => (this.#probing = undefined))
+    return this.#probing
+  }
+
+  /** Stop probing (shutdown). */
+  close(): void {
+    this.#closed = true
+    clearTimeout(this.#timer)
+  }
+
+  #failed(err: unknown): void {
+    const code = (err as NodeJS.ErrnoException | undefined)?.code
+    const cause = code ? TROUBLE[code] : undefined
+    if (!cause) return
+    const first = !this.#trouble
+    this.#trouble = { cause, error: (err as Error).message }
+    if (first) {
+      this.opts.log?.warn({ dir: this.opts.dir, cause, err: (err as Error).message }, `${this.refusal()!.reason}; no experiment is taken meanwhile`)
+    }
+    this.#schedule()
+  }
+
+  #healthy(): void {
+    if (!this.#trouble) return
+    this.#trouble = undefined
+    clearTimeout(this.#timer)
+    this.#timer = undefined
+    this.opts.log?.info({ dir: this.opts.dir }, 'the data folder takes writes again: experiments are taken again')
+  }
+
+  #schedule(): void {
+    if (this.#timer || this.#closed) return
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined
+      void this.probe().then((ok) => {
+        if (!ok) this.#schedule()
+      })
+    }, this.#probeEveryMs)
+    this.#timer.unref()
+  }
+}

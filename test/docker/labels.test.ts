@@ -1,5 +1,5 @@
 import t from 'tap'
-import { LABELS, runFromLabels, runLabels, type LabelledRun } from '../../src/docker/labels.js'
+import { LABELS, ownership, runFromLabels, runLabels, type LabelledRun } from '../../src/docker/labels.js'
 
 const id = '5f1e2d3c4b5a69788796a5b1'
 
@@ -27,4 +27,19 @@ t.test('labels that do not make an experiment read back as nothing', async (t) =
     ['a gpus label of another form', { ...good, [LABELS.gpus]: '0:x' }],
   ]
   for (const [what, labels] of bad) t.equal(runFromLabels(labels), undefined, what)
+})
+
+t.test("whose a container is: its data folder decides, and its FGLab id when it carries none", async (t) => {
+  const run: LabelledRun = { id, projectId: 'p', resultsDir: `/data/${id}`, keepResults: false, lease: { experimentId: id, projectId: 'p', cpuUnits: 1, gpus: [] } }
+  const me = 'aaaaaaaaaaaaaaaaaaaaaaaa'
+  const old = 'bbbbbbbbbbbbbbbbbbbbbbbb'
+  const labels = runLabels(run, me, '/srv/fgmachine')
+  t.equal(labels[LABELS.data], '/srv/fgmachine')
+  t.equal(ownership(labels, me, '/srv/fgmachine'), 'ours')
+  t.equal(ownership(runLabels(run, old, '/srv/fgmachine'), me, '/srv/fgmachine'), 'ours', 'started by this data folder under an id it had before')
+  t.equal(ownership(runLabels(run, me, '/srv/copy-of-fgmachine'), me, '/srv/fgmachine'), 'foreign', 'the same FGLab id from another data folder: a copy of specs.json')
+  const legacy = runLabels(run, me)
+  t.notOk(LABELS.data in legacy, 'no data folder known: no label')
+  t.equal(ownership(legacy, me, '/srv/fgmachine'), 'ours', 'made before containers carried their data folder: by the FGLab id')
+  t.equal(ownership(legacy, old, '/srv/fgmachine'), 'foreign')
 })

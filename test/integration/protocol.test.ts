@@ -184,7 +184,7 @@ t.test('GET /health says whether Docker and FGLab answer', async (t) => {
   t.teardown(() => h.close())
   let res = await fetch(`${h.url}/health`)
   t.equal(res.status, 200)
-  t.same(await res.json(), { status: 'ok', docker: { ok: true }, fglab: { ok: true }, machine_id: h.machine.registration.machineId })
+  t.same(await res.json(), { status: 'ok', docker: { ok: true }, fglab: { ok: true }, registration: { ok: true }, machine_id: h.machine.registration.machineId })
   h.fglab.failWith('reset')
   res = await fetch(`${h.url}/health`)
   t.equal(res.status, 200, 'FGLab down: still able to run experiments')
