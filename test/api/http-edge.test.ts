@@ -1,13 +1,9 @@
 import net from 'node:net'
-import { pino } from 'pino'
 import t, { type Test } from 'tap'
 import WebSocket from 'ws'
-import { buildApp, HTTP_LIMITS, MAX_BODY_DEPTH, nestsDeeperThan, type HttpLimits } from '../../src/app.js'
+import { HTTP_LIMITS, MAX_BODY_DEPTH, nestsDeeperThan, type HttpLimits } from '../../src/app.js'
 import { LogHub } from '../../src/logs/log-hub.js'
-import type { ProjectStore } from '../../src/projects/store.js'
-import type { ExperimentManager } from '../../src/runner/experiment-manager.js'
-import { Scheduler } from '../../src/scheduler/scheduler.js'
-import { LogSink } from '../helpers/harness.js'
+import { bareApp } from '../helpers/bare-app.js'
 import { objectId } from '../helpers/ids.js'
 
 /** Short limits, so that what production does in tens of seconds happens here in one or two. */
@@ -15,21 +11,8 @@ const SHORT: HttpLimits = { headersTimeoutMs: 1000, requestTimeoutMs: 1500, chec
 
 /** The app (no domain behind it but the log hub) listening on a free port. */
 async function listening(t: Test, http: Partial<HttpLimits>) {
-  const logs = new LogSink()
   const hub = new LogHub()
-  const app = await buildApp(
-    {
-      projects: { get: () => undefined } as unknown as ProjectStore,
-      scheduler: new Scheduler(),
-      experiments: {} as unknown as ExperimentManager,
-      logHub: hub,
-      machineUrl: 'http://machine:5081',
-      machineId: () => 'm1',
-      hostname: () => 'box',
-      health: { docker: async () => undefined, fglab: async () => undefined },
-    },
-    { logger: pino({ level: 'debug' }, logs), http },
-  )
+  const { app, logs } = await bareApp(hub, http)
   t.teardown(() => app.close())
   const url = await app.listen({ host: '127.0.0.1', port: 0 })
   return { app, url, port: Number(new URL(url).port), hub, logs }

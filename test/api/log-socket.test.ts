@@ -1,17 +1,13 @@
-import { pino } from 'pino'
 import t, { type Test } from 'tap'
 import WebSocket from 'ws'
-import { buildApp } from '../../src/app.js'
 import { LogHub } from '../../src/logs/log-hub.js'
-import type { ProjectStore } from '../../src/projects/store.js'
-import type { ExperimentManager } from '../../src/runner/experiment-manager.js'
-import { Scheduler } from '../../src/scheduler/scheduler.js'
-import { LogSink } from '../helpers/harness.js'
+import { bareApp } from '../helpers/bare-app.js'
+import type { LogSink } from '../helpers/harness.js'
 import { objectId } from '../helpers/ids.js'
 
 /** The app on a free port with this hub, and a WebSocket viewer connected to it. */
 async function viewer(t: Test, hub: LogHub): Promise<{ ws: WebSocket; logs: LogSink }> {
-  const { app, logs } = await appFor(hub)
+  const { app, logs } = await bareApp(hub)
   t.teardown(() => app.close())
   const url = await app.listen({ host: '127.0.0.1', port: 0 })
   const ws = new WebSocket(url.replace('http', 'ws') + '/')
@@ -20,23 +16,6 @@ async function viewer(t: Test, hub: LogHub): Promise<{ ws: WebSocket; logs: LogS
   return { ws, logs }
 }
 
-async function appFor(hub: LogHub) {
-  const logs = new LogSink()
-  const app = await buildApp(
-    {
-      projects: { get: () => undefined } as unknown as ProjectStore,
-      scheduler: new Scheduler(),
-      experiments: {} as unknown as ExperimentManager,
-      logHub: hub,
-      machineUrl: 'http://machine:5081',
-      machineId: () => 'm1',
-      hostname: () => 'box',
-      health: { docker: async () => undefined, fglab: async () => undefined },
-    },
-    { logger: pino({ level: 'debug' }, logs) },
-  )
-  return { app, logs }
-}
 
 t.test('a late viewer gets a full backlog of escape-heavy output whole, and is not taken for a slow one', { timeout: 30_000 }, async (t) => {
   const hub = new LogHub()
