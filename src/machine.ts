@@ -42,6 +42,8 @@ export interface MachineOptions {
   resultsStableMs?: number
   /** Containers labelled for this machine that belong to no experiment it knows are removed once older than this (ms). */
   orphanGraceMs?: number
+  /** Told of what must stop FGMachine after it started (a copied data folder found late). */
+  onFatal?: (err: Error) => void
   /** How nvidia-smi is run (tests put a stand-in here or on PATH). */
   nvidiaSmi?: NvidiaSmi
   /** The disk FGMachine's own state is written to (tests: one that fills up); the real one by default. */
@@ -82,6 +84,7 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
     refreshMs: opts.registrationRefreshMs,
     // Containers this data folder started under an id it no longer has (specs.json lost) are looked for at once.
     onRegistered: () => reconcileNow(),
+    onConflict: (reason) => experiments.identityConflict(reason),
   })
   let reconcileNow = () => {}
   // Every write of FGMachine's state goes through it: one refused by a full or read-only
@@ -180,6 +183,9 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
             const found = await detectHostPaths(docker, dockerLog)
             if (found.undetermined) throw new Error(found.undetermined)
             hostPaths = found
+            // The check skipped at start, Docker being away then: a copy found now stops here.
+            const key = dataKeyOf(config.dataDir, found)
+            if (key) await checkDataIdentity(config.dataDir, key).catch((err: Error) => opts.onFatal?.(err))
             await projects.reload({ force: true })
           },
           { baseMs: 2000, maxMs: 30_000, signal: stopping.signal, sleep: realSleep, retryable: () => true },

@@ -1,7 +1,7 @@
 import pino from 'pino'
 import { ConfigError, loadConfig, loadDotEnv } from './config.js'
 import { createMachine, type Machine } from './machine.js'
-import { DataLock, DataLockError } from './util/data-lock.js'
+import { DataLock, DataLockError, unwritable } from './util/data-lock.js'
 
 /** The process: configuration, logger, listen, signals. */
 async function main(): Promise<void> {
@@ -63,15 +63,26 @@ async function main(): Promise<void> {
       },
     })
   } catch (err) {
-    if (!(err instanceof DataLockError)) throw err
-    log.fatal({ dataDir: config.dataDir }, err.message)
-    process.stderr.write(`fgmachine: ${err.message}\n`)
-    process.exit(75) // EX_TEMPFAIL
+    if (unwritable(err)) {
+      // Running experiments need their reports more than the folder needs its lock: start, say so.
+      log.error({ dataDir: config.dataDir, err: (err as Error).message }, 'cannot lock the data folder (full or read-only?): starting without the lock; make sure no other FGMachine uses this folder')
+    } else {
+      if (!(err instanceof DataLockError)) throw err
+      log.fatal({ dataDir: config.dataDir }, err.message)
+      process.stderr.write(`fgmachine: ${err.message}\n`)
+      process.exit(75) // EX_TEMPFAIL
+    }
   }
-  log.info({ dataDir: config.dataDir, lock: lock.file }, 'data folder locked for this FGMachine')
+  if (lock) log.info({ dataDir: config.dataDir, lock: lock.file }, 'data folder locked for this FGMachine')
 
   try {
-    machine = await createMachine(config, { log })
+    machine = await createMachine(config, {
+      log,
+      onFatal: (err) => {
+        log.fatal({ err }, 'cannot go on')
+        process.exit(78)
+      },
+    })
   } catch (err) {
     return configError(err)
   }

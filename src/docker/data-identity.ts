@@ -1,3 +1,4 @@
+import { realpathSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import path from 'node:path'
 import { nodeDisk } from '../util/disk.js'
@@ -10,8 +11,15 @@ import type { HostPaths } from './host-paths.js'
  */
 export function dataKeyOf(dataDir: string, hostPaths: HostPaths): string | undefined {
   if (hostPaths.undetermined) return undefined
+  // Through symlinks: the same folder named two ways is one folder.
+  let real = path.resolve(dataDir)
+  try {
+    real = realpathSync(real)
+  } catch {
+    // not made yet
+  }
   // A data folder inside FGMachine's container only: its container names it.
-  return hostPaths.toHost(dataDir) ?? `container:${hostPaths.containerId}:${path.resolve(dataDir)}`
+  return hostPaths.toHost(real) ?? `container:${hostPaths.containerId}:${real}`
 }
 
 export class DataIdentityError extends Error {

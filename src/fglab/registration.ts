@@ -32,6 +32,8 @@ export interface RegistrationOptions {
   refreshMs?: number
   /** Told each time FGLab gives this machine an id (not when specs.json had one). */
   onRegistered?: (machineId: string) => void
+  /** Told when another live FGMachine answers as this machine at its former address (a copy of specs.json). */
+  onConflict?: (reason: string) => void
 }
 
 /** For /health: registered, or why not and whether FGLab answered (it said no) or was not reached. */
@@ -121,6 +123,8 @@ export class Registration {
   #settledWaiters: Array<() => void> = []
   /** The last failure of registering, while not registered. */
   #failure: Failure | undefined
+  /** Why this machine does not act as its FGLab id: another FGMachine runs as it. */
+  #conflict: string | undefined
   /** specs.json as read at start. */
   #saved: Record<string, unknown> = {}
   /** The fields of the machine's description that differ from what FGLab was told. */
@@ -195,7 +199,8 @@ export class Registration {
   #retryOpts(): Omit<RetryOptions, 'retryable'> {
     return {
       baseMs: this.opts.backoff?.baseMs ?? 1000,
-      maxMs: this.opts.backoff?.maxMs ?? 60_000,
+      // At most 15 s between tries: FGLab back from an outage has this machine within that.
+      maxMs: this.opts.backoff?.maxMs ?? 15_000,
       random: this.opts.backoff?.random,
       sleep: this.opts.sleep,
       signal: this.#stop.signal,
@@ -206,7 +211,8 @@ export class Registration {
     const signal = this.#stop.signal
     while (!signal.aborted) {
       try {
-        if (!this.#machineId) await this.#register()
+        if (this.#conflict) await this.#wait()
+        else if (!this.#machineId) await this.#register()
         else if (this.#specsChanged.length) await this.#updateSpecs()
         else if (this.#projects && this.#projectsDirty) await this.#sendProjects()
         else await this.#wait()
@@ -334,6 +340,17 @@ export class Registration {
     const specs = this.opts.specs()
     const changed = this.#specsChanged
     this.#specsChanged = []
+    // Another address for the same FGLab id: the machine moved, or this is a copy of its specs.json
+    // while it runs on. Its former address says which: taking over its record would take its experiments.
+    const former = typeof this.#saved.address === 'string' ? this.#saved.address : undefined
+    if (changed.includes('address') && former && (await answersAs(former, machineId))) {
+      this.#conflict =
+        `another FGMachine runs as FGLab machine ${machineId} at ${former}, the address in this machine's specs.json: this one has a copy of its specs.json (a copied data folder, a cloned VM). ` +
+        `It does not update FGLab's record, send projects or take experiments under that id. To run it as a machine of its own: stop it, delete ${this.opts.specsFile}, start it again (it registers as a new machine)`
+      log.error({ machineId, former, address: specs.address }, this.#conflict)
+      this.opts.onConflict?.(this.#conflict)
+      return
+    }
     const failures = new FailureLog(log, 'updating the machine in FGLab failed; retrying')
     try {
       await retry(() => this.opts.client.updateMachine(machineId, { ...specs }), {
@@ -372,4 +389,15 @@ function changedSpecs(saved: Record<string, unknown>, now: MachineSpecs): string
   return Object.entries(now)
     .filter(([k, v]) => k in saved && JSON.stringify(saved[k]) !== JSON.stringify(v))
     .map(([k]) => k)
+}
+
+/** Whether an FGMachine answers at `address` as FGLab machine `machineId` (its /health). */
+async function answersAs(address: string, machineId: string): Promise<boolean> {
+  try {
+    const res = await fetch(`${address.replace(/\/+$/, '')}/health`, { signal: AbortSignal.timeout(3000) })
+    const body = (await res.json()) as { machine_id?: unknown }
+    return body.machine_id === machineId
+  } catch {
+    return false
+  }
 }

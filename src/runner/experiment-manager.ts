@@ -32,8 +32,10 @@ export class ExperimentManager {
   #left = new Map<string, string>()
   /** Experiments finished while reconcile() runs: its list of containers may still show them. */
   #finishedWhileReconciling: Set<string> | undefined
-  /** Why this FGLab id is claimed by another FGMachine too, while it is. */
+  /** Why this FGLab id is claimed by another FGMachine too, while its containers are there. */
   #conflict: string | undefined
+  /** Why this FGLab id is another live FGMachine's (it answers as it at its address). */
+  #sticky: string | undefined
   readonly #ctx: RunContext
   readonly #host: RecoveryHost
 
@@ -60,7 +62,8 @@ export class ExperimentManager {
   /** Why no new experiment is taken at all, if none is: FGMachine shuts down, its FGLab id is claimed elsewhere, or the outbox is full. */
   refusal(): Refusal | undefined {
     if (this.#shutdown.signal.aborted) return { cause: 'shutting_down', reason: 'FGMachine is shutting down' }
-    if (this.#conflict) return { cause: 'identity_conflict', reason: this.#conflict }
+    const conflict = this.#sticky ?? this.#conflict
+    if (conflict) return { cause: 'identity_conflict', reason: conflict }
     const disk = this.deps.diskHealth?.refusal()
     if (disk) return disk
     if (this.deps.outbox.full()) {
@@ -174,6 +177,11 @@ export class ExperimentManager {
     }
   }
 
+  /** Another FGMachine runs as this machine's FGLab id (registration found it): no experiment is taken until a restart. */
+  identityConflict(reason: string): void {
+    this.#sticky = reason
+  }
+
   /** Containers of another FGMachine with this machine's FGLab id: said, and no experiment is taken while they are there. */
   #claimedElsewhere(containers: ContainerSummary[]): void {
     if (containers.length === 0) {
@@ -182,11 +190,13 @@ export class ExperimentManager {
       return
     }
     const folders = [...new Set(containers.map((c) => c.labels[LABELS.data] || '(unknown)'))]
+    const before = this.#conflict
     this.#conflict =
       `another FGMachine claims this machine's FGLab id (${containers[0]!.labels[LABELS.machine]}): ${containers.length} container(s) on this Docker engine carry it, ` +
       `started by the FGMachine whose data folder is ${folders.join(', ')}, not this one's. One of the two runs with a copy of the other's specs.json (a copied data volume, a cloned VM). ` +
       "This one never adopts, reports or removes them, and takes no experiments while they are there. To give one of the two an identity of its own: stop it, delete specs.json in its data folder, start it again (it registers with FGLab as a new machine)"
-    this.deps.log.error({ containers: containers.map((c) => c.id.slice(0, 12)), dataFolders: folders }, this.#conflict)
+    // Said when it starts or changes, not at every look.
+    if (this.#conflict !== before) this.deps.log.error({ containers: containers.map((c) => c.id.slice(0, 12)), dataFolders: folders }, this.#conflict)
   }
 
   #add(record: RunRecord): Run {

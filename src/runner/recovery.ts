@@ -82,12 +82,13 @@ export async function reconcile(host: RecoveryHost, machineId: string, graceMs: 
   }
   const foreign: ContainerSummary[] = []
   for (const c of containers) {
+    const id = c.labels[LABELS.experiment]
+    // Already this machine's (its journal had it): whatever its labels say.
+    if (id && host.knows(id)) continue
     if (ownership(c.labels, machineId, docker.dataKey()) === 'foreign') {
       foreign.push(c)
       continue
     }
-    const id = c.labels[LABELS.experiment]
-    if (id && host.knows(id)) continue
     const labelled = runFromLabels(c.labels)
     if (labelled) {
       // Created but never started counts as not launched; resume then sees how it stands.

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import { readFileSync, readlinkSync } from 'node:fs'
-import { mkdir, open, readFile, rename, stat, unlink, utimes } from 'node:fs/promises'
+import { link, mkdir, open, readFile, rename, stat, unlink, utimes } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 
@@ -77,8 +77,10 @@ function runsHere(h: Partial<LockHolder>): boolean {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false
   }
-  // Alive, or not ours to signal: the same process only if it started when the holder did.
-  return procStart(h.pid) === h.procStart
+  // Alive, or not ours to signal: the same process only if it started when the holder did
+  // (where start times cannot be read, as outside Linux, the pid alone says it).
+  const started = procStart(h.pid)
+  return !started || !h.procStart || started === h.procStart
 }
 
 function describe(h: Partial<LockHolder> | undefined): string {
@@ -111,41 +113,31 @@ export class DataLock {
     const file = path.join(dir, 'fgmachine.lock')
     const me = { ...currentHolder(), ...opts.self }
     await mkdir(dir, { recursive: true })
-    const deadline = Date.now() + staleMs + heartbeatMs
     for (;;) {
       if (await create(file, me)) break
+      const text = await readFile(file, 'utf8').catch((err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? null : ''))
+      if (text === null) continue // removed meanwhile: try again
       let holder: Partial<LockHolder> | undefined
       try {
-        holder = JSON.parse(await readFile(file, 'utf8')) as Partial<LockHolder>
+        holder = JSON.parse(text) as Partial<LockHolder>
       } catch {
-        holder = undefined // being written, or cut off by a crash: judged by its age
+        holder = undefined // being written, or cut off by a crash: judged by its heartbeat
       }
       const local = holder !== undefined && holder.bootId === me.bootId && holder.pidNs === me.pidNs
-      const age = await stat(file).then((s) => Date.now() - s.mtimeMs, () => undefined)
-      if (age === undefined) continue // removed meanwhile: try again
-      const gone = local ? !runsHere(holder!) : age > staleMs
-      if (gone) {
-        // Only one of several takers renames this very file away; the others find it gone.
-        const aside = `${file}.stale-${me.instance}`
-        if (await rename(file, aside).then(() => true, () => false)) await unlink(aside).catch(() => undefined)
-        continue
-      }
-      // Alive, as far as can be told. Another namespace's holder is only known by its heartbeat: wait for one.
-      if (local || Date.now() > deadline) {
+      const verdict = local ? (runsHere(holder!) ? 'alive' : 'gone') : await watchBeat(file, staleMs, heartbeatMs)
+      if (verdict === 'again') continue
+      if (verdict === 'alive') {
         throw new DataLockError(
-          `the data folder ${dir} is in use by another FGMachine (${describe(holder)}): ` +
-            'only one may run on a data folder. Stop that one first, or give this one a data folder of its own (FGMACHINE_DATA_DIR)' +
-            (local ? '' : `; if it is gone, this start takes over once ${file} is ${Math.round(staleMs / 1000)} s old`),
-        )
-      }
-      await new Promise((r) => setTimeout(r, Math.min(heartbeatMs, 500)))
-      const after = await stat(file).then((s) => Date.now() - s.mtimeMs, () => undefined)
-      if (after !== undefined && after < age) {
-        throw new DataLockError(
-          `the data folder ${dir} is in use by another FGMachine (${describe(holder)}, which is still running: its lock was just touched): ` +
+          `the data folder ${dir} is in use by another FGMachine (${describe(holder)}${local ? '' : ', which is still running: its lock was touched while this one waited'}): ` +
             'only one may run on a data folder. Stop that one first, or give this one a data folder of its own (FGMACHINE_DATA_DIR)',
         )
       }
+      // Taken over: renamed aside first, so that of several takers only one gets this very file;
+      // one that renamed a newer lock (another taker's, made meanwhile) puts it back.
+      const aside = `${file}.stale-${me.instance}`
+      if (!(await rename(file, aside).then(() => true, () => false))) continue
+      if ((await readFile(aside, 'utf8').catch(() => undefined)) !== text) await link(aside, file).catch(() => undefined)
+      await unlink(aside).catch(() => undefined)
     }
     const lock = new DataLock(file, me)
     lock.#timer = setInterval(() => void lock.#beat(opts.onLost), heartbeatMs)
@@ -158,11 +150,14 @@ export class DataLock {
     let now: Partial<LockHolder> | undefined
     try {
       now = JSON.parse(await readFile(this.file, 'utf8')) as Partial<LockHolder>
-    } catch {
-      now = undefined
+    } catch (err) {
+      // Gone (the folder lost, say): made again. Unreadable for a moment: tried at the next beat.
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && !this.#released) await create(this.file, this.holder).catch(() => false)
+      return
     }
     if (this.#released) return
-    if (now?.instance !== this.holder.instance) {
+    // Lost only to another holder, never to a read that failed.
+    if (now.instance !== this.holder.instance) {
       clearInterval(this.#timer)
       this.#released = true
       onLost?.(now)
@@ -186,6 +181,25 @@ export class DataLock {
   }
 }
 
+/**
+ * A holder of another pid namespace or host is known by its heartbeat alone:
+ * watched for up to `staleMs` (by whether its time changes, not against this
+ * clock, which may differ from the file system's), unless it is far older.
+ */
+async function watchBeat(file: string, staleMs: number, heartbeatMs: number): Promise<'alive' | 'gone' | 'again'> {
+  const first = await stat(file).catch(() => undefined)
+  if (!first) return 'again'
+  if (Date.now() - first.mtimeMs > 6 * staleMs) return 'gone'
+  const until = Date.now() + staleMs + heartbeatMs
+  while (Date.now() < until) {
+    await new Promise((r) => setTimeout(r, Math.min(heartbeatMs, 500)))
+    const now = await stat(file).catch(() => undefined)
+    if (!now) return 'again'
+    if (now.mtimeMs !== first.mtimeMs || now.ino !== first.ino) return 'alive'
+  }
+  return 'gone'
+}
+
 /** Create the lock file with `holder` in it, if there is none. */
 async function create(file: string, holder: LockHolder): Promise<boolean> {
   let fh
@@ -198,8 +212,17 @@ async function create(file: string, holder: LockHolder): Promise<boolean> {
   try {
     await fh.writeFile(JSON.stringify(holder) + '\n')
     await fh.sync()
-  } finally {
-    await fh.close()
+  } catch (err) {
+    // Not left empty (every later start would find a lock it cannot read).
+    await fh.close().catch(() => undefined)
+    await unlink(file).catch(() => undefined)
+    throw err
   }
+  await fh.close()
   return true
+}
+
+/** The data folder takes no writes: FGMachine still starts (running experiments need it), unlocked. */
+export function unwritable(err: unknown): boolean {
+  return ['ENOSPC', 'EDQUOT', 'EROFS', 'EACCES', 'EPERM'].includes((err as NodeJS.ErrnoException).code ?? '')
 }

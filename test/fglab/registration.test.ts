@@ -217,3 +217,14 @@ t.test('a 404 that is not FGLab\'s (a proxy\'s page) makes no new machine; the p
   await r.fglab.waitFor(() => Object.keys((r.fglab.projects.get(id) as object | undefined) ?? {}).length === 2, 10_000, 'the projects at the next check')
   t.same(Object.keys(r.fglab.projects.get(id) as object), ['p1', 'p2'])
 })
+
+t.test('with the shipped backoff, no wait between tries is over 15 s: FGLab back from an outage has the machine within that', async (t) => {
+  const port = await freePort()
+  const clock = new TestClock()
+  const waits: number[] = []
+  const r = await rig(t, { port, backoff: undefined, sleep: (ms, signal) => (waits.push(ms), clock.sleep(ms, signal)) })
+  r.reg.start()
+  await r.fglab.waitFor(() => waits.length >= 12, 10_000, 'a dozen tries against a closed port')
+  t.ok(Math.max(...waits) <= 15_000, `longest wait ${Math.max(...waits)} ms`)
+  t.ok(Math.max(...waits) >= 7_500, 'and it does back off')
+})

@@ -100,8 +100,13 @@ t.test("a copy of specs.json on the same engine: neither adopts, reports nor rem
   const b = await w.place('b')
   mkdirSync(b.dataDir, { recursive: true })
   cpSync(path.join(a.dataDir, 'specs.json'), path.join(b.dataDir, 'specs.json'))
+  const addressOfA = w.fglab.machines.get([...w.fglab.machines.keys()][0]!)?.address
   const mb = await spawnMachine(b)
   t.teardown(() => mb.crash())
+  // b sees a running as its id at the address in specs.json: it does not take a's record in FGLab.
+  await w.fglab.waitFor(() => mb.lines.some((l) => /^another FGMachine runs as FGLab machine .* at http:\/\/127\.0\.0\.1:\d+, the address in this machine's specs\.json/.test(String(l.msg))), 20_000, 'b to find a at its address')
+  t.equal(w.fglab.machines.get([...w.fglab.machines.keys()][0]!)?.address, addressOfA, "FGLab's record still sends the id's experiments to a")
+  t.notOk(w.fglab.calls.some((c) => c.method === 'PUT' && c.path.startsWith('/api/v1/machines/')), 'b never updated the record')
   await w.fglab.waitFor(() => mb.lines.some((l) => /^another FGMachine claims this machine's FGLab id/.test(String(l.msg))), 20_000, 'b to see the claim')
   const said = String(mb.lines.find((l) => /^another FGMachine claims/.test(String(l.msg)))?.msg)
   t.match(said, `started by the FGMachine whose data folder is ${a.dataDir}, not this one's`)

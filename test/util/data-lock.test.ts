@@ -58,7 +58,7 @@ t.test('a holder in another container (pid namespace) is judged by its heartbeat
   writeFileSync(file, JSON.stringify(other))
   const beat = setInterval(() => utimesSync(file, new Date(), new Date()), 100)
   t.teardown(() => clearInterval(beat))
-  await t.rejects(DataLock.acquire(dir, fast), { message: /in use by another FGMachine \(process 1 on c0ffee.*which is still running: its lock was just touched/ }, 'beating: refused')
+  await t.rejects(DataLock.acquire(dir, fast), { message: /in use by another FGMachine \(process 1 on c0ffee.*which is still running: its lock was touched while this one waited/ }, 'beating: refused')
   clearInterval(beat)
   utimesSync(file, new Date(Date.now() - 5000), new Date(Date.now() - 5000))
   const lock = await DataLock.acquire(dir, fast)
@@ -86,4 +86,24 @@ t.test('a holder whose lock was taken from it is told, and stops touching it', a
   t.match(lostTo, { host: 'other-box' })
   await lock.release()
   t.ok(existsSync(file), "release leaves the new holder's lock alone")
+})
+
+t.test('where a start time cannot be read (outside Linux, /proc hidden), a running pid is taken as the holder', async (t) => {
+  const { dir, file } = folder(t)
+  writeFileSync(file, JSON.stringify({ ...currentHolder(), procStart: '' }))
+  await t.rejects(DataLock.acquire(dir, fast), DataLockError, 'not taken over from a live process')
+})
+
+t.test('a lock file that cannot be read for a moment, or is removed, is not taken for lost: it is made again', async (t) => {
+  const { dir, file } = folder(t)
+  let lost = false
+  const lock = await DataLock.acquire(dir, { ...fast, onLost: () => (lost = true) })
+  t.teardown(() => lock.release())
+  writeFileSync(file, '{"cut": ')
+  await new Promise((r) => setTimeout(r, 300))
+  rmSync(file)
+  const deadline = Date.now() + 5000
+  while (!existsSync(file) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
+  t.equal(JSON.parse(readFileSync(file, 'utf8')).instance, lock.holder.instance, 'made again by its holder')
+  t.equal(lost, false, 'never told it was lost')
 })
