@@ -8,6 +8,7 @@ import { tokenAuth } from './api/auth.js'
 import { gpuRoutes } from './api/gpu-routes.js'
 import { healthRoutes, type HealthProbes } from './api/health-routes.js'
 import { logSocket } from './api/log-socket.js'
+import { metricsRoutes } from './api/metrics-routes.js'
 import { protocolRoutes } from './api/protocol-routes.js'
 import type { LogHub } from './logs/log-hub.js'
 import type { ProjectStore } from './projects/store.js'
@@ -17,6 +18,7 @@ import { NoCapacityError } from './runner/errors.js'
 import type { ExperimentManager } from './runner/experiment-manager.js'
 import type { Scheduler } from './scheduler/scheduler.js'
 import type { GpuDevice } from './gpu/nvidia-smi.js'
+import type { Registry } from 'prom-client'
 
 export interface AppServices {
   projects: ProjectStore
@@ -29,6 +31,8 @@ export interface AppServices {
   /** The machine's name as FGLab shows it. */
   hostname?: () => string
   health?: Omit<HealthProbes, 'machineId'>
+  /** FGMachine's metrics registry (src/metrics.ts): `GET /metrics` answers it; no such route without it. */
+  metrics?: Registry
 }
 
 /**
@@ -173,6 +177,7 @@ export async function buildApp(services: AppServices, opts: AppOptions = {}): Pr
   })
   gpuRoutes(app, services.gpus ?? [], services.scheduler)
   if (services.health) healthRoutes(app, { ...services.health, machineId: services.machineId })
+  if (services.metrics) metricsRoutes(app, services.metrics)
   logSocket(app, services.logHub)
   return app
 }

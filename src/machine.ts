@@ -15,6 +15,7 @@ import { Outbox } from './fglab/outbox.js'
 import { Registration } from './fglab/registration.js'
 import { machineSpecs } from './fglab/specs.js'
 import { LogHub } from './logs/log-hub.js'
+import { Metrics } from './metrics.js'
 import { reviewProjects } from './projects/review.js'
 import { parseProjects } from './projects/schema.js'
 import { ProjectStore } from './projects/store.js'
@@ -61,6 +62,8 @@ export interface Machine {
   outbox: Outbox
   logHub: LogHub
   gpus: GpuDevice[]
+  /** FGMachine's metrics, on a registry of its own (`GET /metrics`). */
+  metrics: Metrics
   /** Listen on the configured host and port; returns the address. */
   listen(): Promise<string>
   /** Stop accepting work and let go of everything; containers run on, local processes are stopped. */
@@ -72,6 +75,8 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
   const log = opts.log
   const gpus = await discoverGpus({ log: log.child({ component: 'gpus' }), override: config.gpus, nvidiaSmi: opts.nvidiaSmi })
   const client = new FglabClient({ url: config.fglabUrl })
+  // A registry of FGMachine's own, never prom-client's global one: two machines in one process (tests) count apart.
+  const metrics = new Metrics()
   // The name FGLab shows: inside a container, the host's (from Docker) rather than the container's id.
   let hostname = config.hostname ?? os.hostname()
   const registration = new Registration({
@@ -94,7 +99,7 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
   const clock = realClock
   const outboxLog = log.child({ component: 'outbox' })
   const ledgers = new Ledgers(disk, path.join(config.dataDir, 'experiments'), outboxLog)
-  const delivery = new Delivery(client, outboxLog, { backoff: opts.backoff, sleep: opts.sleep })
+  const delivery = new Delivery(client, outboxLog, { backoff: opts.backoff, sleep: opts.sleep, metrics })
   const outbox = new Outbox({
     dir: path.join(config.dataDir, 'outbox'),
     disk,
@@ -115,7 +120,9 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
   const projects = new ProjectStore(config.projectsPath, log.child({ component: 'projects' }), process.cwd(), template)
   const scheduler = new Scheduler(gpus.map((g) => g.index))
   const logHub = new LogHub()
-  const docker = opts.containerClient ?? new DockerContainerClient(config.dockerHost, { pullStallMs: config.pullStallMs })
+  const docker =
+    opts.containerClient ?? new DockerContainerClient(config.dockerHost, { pullStallMs: config.pullStallMs, onPulled: (ok, seconds) => metrics.pulled(ok, seconds) })
+  metrics.observe({ scheduler, gpus: gpus.map((g) => g.index), outbox })
   // Known once listen() has looked; until then paths are the host's.
   let hostPaths = HostPaths.onHost
   projects.addCheck((p) => {
@@ -131,6 +138,7 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
     runtimes: {
       docker: new DockerRuntime(docker, log.child({ component: 'docker' }), (p) => hostPaths.toHost(p) ?? p, stopping.signal, gpuDeviceId(gpus), clock, () =>
         dataKeyOf(config.dataDir, hostPaths),
+        metrics,
       ),
       process: new ProcessRuntime(),
     },
@@ -140,6 +148,7 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
     killGraceMs: config.killGraceMs,
     resultsStableMs: opts.resultsStableMs,
     diskHealth,
+    metrics,
   })
   const app = await buildApp(
     {
@@ -152,6 +161,7 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
       machineId: () => registration.machineId,
       hostname: () => hostname,
       health: { docker: () => docker.ping(), fglab: () => client.ping(), registration: () => registration.health() },
+      metrics: metrics.registry,
     },
     { logger: log, token: config.token },
   )
@@ -167,6 +177,7 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
     outbox,
     logHub,
     gpus,
+    metrics,
     async listen() {
       const dockerLog = log.child({ component: 'docker' })
       warnUnreachableUrl(config, log)

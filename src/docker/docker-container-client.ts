@@ -25,6 +25,8 @@ export interface DockerClientOptions {
   dockerConfigDir?: string
   /** For DOCKER_CONFIG, HOME and the credential helpers' PATH (default process.env). */
   env?: NodeJS.ProcessEnv
+  /** Told when an image pull ends (src/metrics.ts). */
+  onPulled?: (ok: boolean, seconds: number) => void
 }
 
 /** The ContainerClient over dockerode: dockerode's types stop here. */
@@ -42,6 +44,7 @@ export class DockerContainerClient implements ContainerClient {
       pullStallMs: this.pullStallMs,
       progressIntervalMs: opts.pullProgressIntervalMs,
       auth: { configDir: opts.dockerConfigDir, env: opts.env },
+      onPulled: opts.onPulled,
     })
   }
 

@@ -14,6 +14,8 @@ export interface ImagePullerOptions {
   /** How long to wait for the registry's answer to whether an image can be pulled (ms, default 30 s). */
   statusTimeoutMs?: number
   clock?: Clock
+  /** Told when a pull ends, once per pull however many starts share it (fgmachine_image_pulls_total). */
+  onPulled?: (ok: boolean, seconds: number) => void
 }
 
 interface Listener {
@@ -88,6 +90,8 @@ export class ImagePuller {
         }
       }
     }
+    const clock = this.opts.clock ?? realClock
+    const began = clock.now()
     pull.done = (async () => {
       // Read afresh for each pull: a `docker login` after FGMachine started counts.
       const resolved = await resolveRegistryAuth(image, this.opts.auth)
@@ -106,8 +110,16 @@ export class ImagePuller {
       } catch (err) {
         throw await this.#explain(image, policy, resolved, err)
       }
-    })().finally(() => this.#pulls.delete(image))
-    pull.done.catch(() => undefined)
+    })()
+    const ended = (ok: boolean) => {
+      this.#pulls.delete(image)
+      this.opts.onPulled?.(ok, Math.max(0, clock.now() - began) / 1000)
+    }
+    // Its failure is each waiter's to handle; this handles it too, so none waiting is no unhandled rejection.
+    void pull.done.then(
+      () => ended(true),
+      () => ended(false),
+    )
     this.#pulls.set(image, pull)
     return pull
   }

@@ -1,12 +1,15 @@
 import type { Logger } from 'pino'
 import type { Outcome } from '../results/ledger.js'
 import { backoffDelay, realSleep, type Backoff, type Sleep } from '../util/retry.js'
+import type { Metrics } from '../metrics.js'
 import { FglabError, type FglabClient } from './client.js'
 
 export interface DeliveryOptions {
   backoff?: Backoff
   sleep?: Sleep
   now?: () => number
+  /** Counts failed deliveries and reports given up (src/metrics.ts). */
+  metrics?: Pick<Metrics, 'fglabError' | 'reportsGivenUp'>
 }
 
 /**
@@ -53,6 +56,7 @@ export class Delivery {
   readonly #backoff: Backoff
   readonly #sleep: Sleep
   readonly #now: () => number
+  readonly #metrics: DeliveryOptions['metrics']
 
   constructor(
     private readonly client: FglabClient,
@@ -62,6 +66,7 @@ export class Delivery {
     this.#backoff = opts.backoff ?? { baseMs: 500, maxMs: 30_000 }
     this.#sleep = opts.sleep ?? realSleep
     this.#now = opts.now ?? Date.now
+    this.#metrics = opts.metrics
   }
 
   /**
@@ -82,9 +87,11 @@ export class Delivery {
         err = e
       }
       signal.throwIfAborted()
+      this.#metrics?.fglabError(err)
       const message = (err as Error).message
       if (refusedAtOnce(err)) {
         this.log.error({ experimentId, report: what, err: message }, 'FGLab refused a report; it is given up')
+        this.#metrics?.reportsGivenUp.inc()
         return { sent: false, reason: `FGLab refused it (${message})` }
       }
       const failure = sameFailure(err)
@@ -98,6 +105,7 @@ export class Delivery {
           else if (same >= REFUSED_AFTER && this.#now() - since >= REFUSED_SPAN_MS) {
             const reason = `${failure} ${same} times in ${Math.round((this.#now() - since) / 1000)} s, while it answers for the experiment`
             this.log.error({ experimentId, report: what, err: message, tries: same }, 'FGLab keeps refusing a report; it is given up')
+            this.#metrics?.reportsGivenUp.inc()
             return { sent: false, reason }
           }
         }

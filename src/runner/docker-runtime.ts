@@ -11,6 +11,7 @@ import {
 import { describePull, logPull } from '../docker/pull-progress.js'
 import { LABELS, runLabels } from '../docker/labels.js'
 import { Utf8Chunks } from '../logs/utf8-chunks.js'
+import type { Metrics } from '../metrics.js'
 import { realClock, type Clock } from '../util/clock.js'
 import { backoffDelay } from '../util/retry.js'
 import { KilledBeforeStartError, type ExitInfo, type LaunchSpec, type RunHandle, type Runtime } from './runtime.js'
@@ -45,6 +46,8 @@ export class DockerRuntime implements Runtime {
     private readonly clock: Clock = realClock,
     /** This FGMachine's data folder as the Docker host sees it (labels.ts `data`), once known. */
     readonly dataKey: () => string | undefined = () => undefined,
+    /** Times container starts (fgmachine_container_start_seconds). */
+    private readonly metrics?: Pick<Metrics, 'containerStart'>,
   ) {}
 
   containerSpec(spec: LaunchSpec): ContainerSpec {
@@ -101,6 +104,7 @@ export class DockerRuntime implements Runtime {
     })
     if (spec.killed.aborted) throw new KilledBeforeStartError()
     const cs = this.containerSpec(spec)
+    const startedAt = this.clock.now()
     const id = await this.docker.create(cs)
     let disposed = false
     const dispose = async () => {
@@ -112,6 +116,7 @@ export class DockerRuntime implements Runtime {
       const out = await this.docker.attach(id)
       const pumped = this.#pump(out, spec)
       await this.docker.start(id)
+      this.metrics?.containerStart.observe(Math.max(0, this.clock.now() - startedAt) / 1000)
       log.info({ containerId: id.slice(0, 12), image, gpus: cs.gpuDeviceIds }, 'container started')
       return this.#handle(id, this.#watch(id, pumped, spec), dispose)
     } catch (err) {

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino'
 import type { Outbox } from '../fglab/outbox.js'
 import type { LogHub } from '../logs/log-hub.js'
+import type { Metrics } from '../metrics.js'
 import type { Project } from '../projects/schema.js'
 import type { Ledgers } from '../results/ledger.js'
 import type { Lease, Scheduler } from '../scheduler/scheduler.js'
@@ -27,6 +28,8 @@ export interface RunContext {
   machineId: () => string | undefined
   /** Aborted when FGMachine shuts down: containers are let go (they run on), waits end. */
   shutdown: AbortSignal
+  /** Counts starts and ends (src/metrics.ts); none in rigs that do not look. */
+  metrics?: Metrics
 }
 
 /** How a run stopped being this FGMachine's business. */

@@ -32,6 +32,8 @@ export class Run {
   #collector: ResultsCollector | undefined
   #ledger: Ledger | undefined
   readonly #log: Logger
+  /** Counted in fgmachine_experiments_running (and to be taken off it once). */
+  #countedRunning = false
 
   constructor(
     private readonly ctx: RunContext,
@@ -60,6 +62,7 @@ export class Run {
 
   /** A new experiment, its record written (phase accepted): launch it and see it through. */
   async start(project: Project, body: Record<string, OptionValue>): Promise<void> {
+    const acceptedMs = this.ctx.clock.now()
     let handle: RunHandle
     try {
       await this.#open()
@@ -76,6 +79,12 @@ export class Run {
     this.state = 'running'
     await this.#commitSurely({ phase: 'launched', containerId: handle.containerId, pid: handle.pid, launchedMs: this.ctx.clock.now() })
     this.#log.info('experiment started')
+    const metrics = this.ctx.metrics
+    if (metrics) {
+      metrics.experimentsStarted.inc()
+      metrics.submitToRunning.observe(Math.max(0, this.ctx.clock.now() - acceptedMs) / 1000)
+    }
+    this.#running(true)
     this.#reportStarted()
     return this.#follow()
   }
@@ -105,6 +114,7 @@ export class Run {
       this.handle = await docker.reattach(found.id, { experimentId: r.id, output: (s, b) => this.#output(s, b), status: (t) => this.#publish('stdout', t) })
       this.state = 'running'
       await this.#commitSurely({ phase: 'launched', containerId: found.id, launchedMs: r.launchedMs ?? found.state.startedMs ?? this.ctx.clock.now() })
+      this.#running(true)
       this.#reportStarted()
       return this.#follow()
     }
@@ -147,6 +157,7 @@ export class Run {
     if (this.killed) this.stop(this.ctx.killGraceMs)
     const exit = await supervise(this, this.ctx, this.#log, (t) => this.#publish('stderr', t))
     if (exit === 'detached') {
+      this.#running(false)
       await this.#collector?.stop()
       return this.settled(this, { done: false })
     }
@@ -159,6 +170,8 @@ export class Run {
     exit = { ...exit, endedMs: exit.endedMs ?? this.ctx.clock.now() }
     await this.#commitSurely({ phase: 'exited', exit, killed: this.killed, ...(containerId && { containerId }) })
     this.ctx.scheduler.release(this.id)
+    this.#running(false)
+    this.ctx.metrics?.ended(exit, this.killed, this.#record.launchedMs)
     const { FGMachine: how, ...summary } = exitSummary(exit, this.killed, this.#record.launchedMs)
     this.#log.info({ how, ...summary, status: this.#success() ? 'success' : 'fail' }, 'experiment ended')
     if (!this.#success() && exit.error && !exit.error.startsWith('failed to start')) this.#publish('stderr', `[fgmachine] ${exit.error}\n`)
@@ -212,6 +225,13 @@ export class Run {
     this.ctx.logHub.end(this.id)
     this.#log.info({ files: files.sent, ...(files.notSent && { notSent: files.notSent }) }, 'experiment reported')
     this.settled(this, left ? { done: true, containerLeft: left } : { done: true })
+  }
+
+  /** In or out of fgmachine_experiments_running, once each way. */
+  #running(on: boolean): void {
+    if (this.#countedRunning === on) return
+    this.#countedRunning = on
+    this.ctx.metrics?.experimentsRunning[on ? 'inc' : 'dec']()
   }
 
   #success(): boolean {

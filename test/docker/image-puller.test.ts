@@ -112,3 +112,30 @@ t.test('a config that cannot be read: each start sharing the pull is warned, als
   t.match(first, [new RegExp(`^${dir}/config\\.json is not a valid Docker config`)])
   t.same(late, first)
 })
+
+t.test('onPulled: once per pull, however many starts share it, with its result and time; none when the image is here', async (t) => {
+  const { docker, pulls } = engine(new Set(['team/here:1']))
+  let now = 1_000
+  // Time stands still but for the test's steps: a sleep ends only when it is called off.
+  const clock = {
+    now: () => now,
+    sleep: (_ms: number, signal?: AbortSignal) => new Promise<void>((_, reject) => signal?.addEventListener('abort', () => reject(signal.reason as Error), { once: true })),
+  }
+  const told: Array<[boolean, number]> = []
+  const puller = new ImagePuller(docker, { pullStallMs: 60_000, auth: { configDir: configDir(t, '{}') }, clock, onPulled: (ok, s) => told.push([ok, s]) })
+  await puller.ensure('team/here:1')
+  t.same(told, [], 'here: no pull, nothing told')
+  const a = puller.ensure('team/new:1')
+  const b = puller.ensure('team/new:1')
+  await until(() => pulls.length === 1)
+  now += 2_500
+  pulls[0]!.finish()
+  await Promise.all([a, b])
+  t.same(told, [[true, 2.5]], 'two starts, one pull told')
+  const c = puller.ensure('team/bad:1')
+  await until(() => pulls.length === 2)
+  now += 500
+  pulls[1]!.finish('manifest unknown')
+  await t.rejects(c)
+  t.same(told, [[true, 2.5], [false, 0.5]], 'a failed pull is told failed')
+})

@@ -8,6 +8,7 @@ import { FglabClient } from '../../src/fglab/client.js'
 import { Delivery } from '../../src/fglab/delivery.js'
 import { Outbox } from '../../src/fglab/outbox.js'
 import { LogHub } from '../../src/logs/log-hub.js'
+import type { Metrics } from '../../src/metrics.js'
 import { parseProjects, type Project } from '../../src/projects/schema.js'
 import { Ledgers } from '../../src/results/ledger.js'
 import { DockerRuntime } from '../../src/runner/docker-runtime.js'
@@ -85,7 +86,7 @@ export interface RunnerRig {
   /** A project of the rig (validated as projects.json entries are), results in `resultsDir`. */
   project(entry?: Record<string, unknown>): Project
   /** Start an FGMachine over the rig: it restores its outbox and takes up what its journal and the engine hold. */
-  boot(opts?: { crashAt?: number; maxFileBytes?: number; full?: boolean }): Promise<Instance>
+  boot(opts?: { crashAt?: number; maxFileBytes?: number; full?: boolean; metrics?: Metrics }): Promise<Instance>
 }
 
 export const IMAGE = 'fake/trainer:1'
@@ -143,12 +144,13 @@ export async function runnerRig(t: Test, opts: { clock?: TestClock } = {}): Prom
         outbox,
         ledgers,
         journal: new Journal(disk, path.join(rig.dataDir, 'experiments'), log),
-        runtimes: { docker: new DockerRuntime(engine, log, (p) => p, stop.signal, String, clock), process: new ProcessRuntime() },
+        runtimes: { docker: new DockerRuntime(engine, log, (p) => p, stop.signal, String, clock, undefined, o.metrics), process: new ProcessRuntime() },
         log,
         clock,
         machineId: () => MACHINE_ID,
         killGraceMs: 1000,
         resultsStableMs: 20,
+        metrics: o.metrics,
       })
       let crashed = false
       const instance: Instance = {

@@ -2,7 +2,9 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 
 import path from 'node:path'
 import t, { type Test } from 'tap'
 import type { FakeContainer, FakeContainerClient } from '../helpers/fake-container-client.js'
+import { Metrics } from '../../src/metrics.js'
 import { objectId } from '../helpers/ids.js'
+import { parseExposition, sumOf } from '../helpers/prometheus.js'
 import { runnerRig, type RunnerRig } from '../helpers/runner-rig.js'
 import { TestClock } from '../helpers/test-clock.js'
 
@@ -366,4 +368,47 @@ t.test('the data folder holds nothing stray once runs are done', async (t) => {
   mkdirSync(r.dataDir, { recursive: true })
   t.same(ledgerFiles(r), [])
   t.same(queueFiles(r), [])
+})
+
+t.test('metrics: started, running, ended by how, durations; a run taken up after a restart counts as running there', async (t) => {
+  const r = await runnerRig(t)
+  r.docker.program = waiting
+  const metrics = new Metrics({ processMetrics: false })
+  const read = async () => parseExposition(await metrics.registry.metrics()).samples
+  const m = await r.boot({ metrics })
+  const [a, b, c] = [objectId(), objectId(), objectId()]
+  for (const id of [a, b]) await m.manager.start('p', { _id: id }, r.project({ capacity: 0.25 }))
+  await r.fglab.waitFor(() => r.fglab.experiment(a).started === 1 && r.fglab.experiment(b).started === 1, 5000, 'both started')
+  let s = await read()
+  t.equal(sumOf(s, 'fgmachine_experiments_started_total'), 2)
+  t.equal(sumOf(s, 'fgmachine_experiments_running'), 2)
+  t.equal(sumOf(s, 'fgmachine_container_start_seconds_count'), 2)
+  t.equal(sumOf(s, 'fgmachine_submit_to_running_seconds_count'), 2)
+  r.docker.exit(r.docker.byExperiment(a)!, 0)
+  await r.fglab.waitFinished([a], 5000)
+  m.manager.kill(b)
+  await r.fglab.waitFinished([b], 5000)
+  s = await read()
+  t.equal(sumOf(s, 'fgmachine_experiments_ended_total', { status: 'success', reason: 'none' }), 1)
+  t.equal(sumOf(s, 'fgmachine_experiments_ended_total', { status: 'fail', reason: 'killed' }), 1)
+  t.equal(sumOf(s, 'fgmachine_experiments_running'), 0)
+  t.equal(sumOf(s, 'fgmachine_experiment_duration_seconds_count'), 2)
+
+  // One left running through a restart: the new process counts it running, not started again.
+  await m.manager.start('p', { _id: c }, r.project({ capacity: 0.25 }))
+  await r.fglab.waitFor(() => r.fglab.experiment(c).started === 1, 5000, 'c started')
+  await m.crash()
+  const after = new Metrics({ processMetrics: false })
+  await r.boot({ metrics: after })
+  // Taken up in the background: awaited, with a deadline.
+  const deadline = Date.now() + 5000
+  while ((await after.experimentsRunning.get()).values[0]?.value !== 1 && Date.now() < deadline) await new Promise((res) => setTimeout(res, 5))
+  s = parseExposition(await after.registry.metrics()).samples
+  t.equal(sumOf(s, 'fgmachine_experiments_running'), 1, 'taken up: running')
+  t.equal(sumOf(s, 'fgmachine_experiments_started_total'), 0, 'not started again')
+  r.docker.exit(r.docker.byExperiment(c)!, 2)
+  await r.fglab.waitFinished([c], 5000)
+  s = parseExposition(await after.registry.metrics()).samples
+  t.equal(sumOf(s, 'fgmachine_experiments_ended_total', { status: 'fail', reason: 'exit_code' }), 1)
+  t.equal(sumOf(s, 'fgmachine_experiments_running'), 0)
 })
