@@ -1,6 +1,7 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
 import { FglabError } from './fglab/client.js'
 import type { ExitInfo } from './runner/runtime.js'
+import { succeeded } from './runner/summary.js'
 import type { Scheduler } from './scheduler/scheduler.js'
 import { UNIT } from './scheduler/units.js'
 
@@ -12,7 +13,7 @@ export type EndReason = 'none' | 'killed' | 'timeout' | 'oom' | 'error' | 'exit_
 
 /** How an ended experiment is counted: the same rule as its FGLab status (run.ts), then the first cause that applies. */
 export function endLabels(exit: ExitInfo, killed: boolean): { status: 'success' | 'fail'; reason: EndReason } {
-  if (exit.exitCode === 0 && !killed && !exit.timedOut) return { status: 'success', reason: 'none' }
+  if (succeeded(exit, killed)) return { status: 'success', reason: 'none' }
   const reason: EndReason = killed ? 'killed' : exit.timedOut ? 'timeout' : exit.oomKilled ? 'oom' : exit.error !== undefined ? 'error' : 'exit_code'
   return { status: 'fail', reason }
 }

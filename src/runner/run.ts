@@ -9,7 +9,7 @@ import type { OptionValue } from './argv.js'
 import type { RunRecord } from './journal.js'
 import { killLeftover } from './process-runtime.js'
 import { experimentArgv, experimentEnv, startFailure, type RunContext, type Settled } from './run-context.js'
-import { exitSummary } from './summary.js'
+import { exitSummary, succeeded } from './summary.js'
 import { KilledBeforeStartError, type ExitInfo, type LaunchSpec, type RunHandle } from './runtime.js'
 import { supervise } from './supervise.js'
 
@@ -236,7 +236,7 @@ export class Run {
 
   #success(): boolean {
     const exit = this.#record.exit
-    return exit?.exitCode === 0 && !this.killed && !exit.timedOut
+    return exit !== undefined && succeeded(exit, this.killed)
   }
 
   /** The ledger and the results collector, for either way in. */

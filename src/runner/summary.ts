@@ -15,6 +15,11 @@ export function humanDuration(ms: number): string {
   return parts(Math.floor(whole / 86_400), 'd', Math.floor((whole % 86_400) / 3600), 'h')
 }
 
+/** Whether FGLab is told `success`: it exited 0, and was neither killed nor stopped for its timeout. */
+export function succeeded(exit: Pick<ExitInfo, 'exitCode' | 'timedOut'>, killed: boolean): boolean {
+  return exit.exitCode === 0 && !killed && !exit.timedOut
+}
+
 /** Why it failed, in words; undefined when it succeeded. */
 export function failureReason(exit: ExitInfo, killed: boolean): string | undefined {
   if (exit.error) return exit.error
