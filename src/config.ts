@@ -81,6 +81,15 @@ const EnvSchema = z.object({
     .number({ error: 'FGMACHINE_KILL_GRACE_S must be a number of seconds' })
     .min(0, 'FGMACHINE_KILL_GRACE_S must be a number of seconds, 0 or more')
     .default(10),
+  FGMACHINE_SAMPLE_S: z.coerce
+    .number({ error: 'FGMACHINE_SAMPLE_S must be a number of seconds (0 turns the system charts off)' })
+    .min(0, 'FGMACHINE_SAMPLE_S must be a number of seconds, 0 (system charts off) or more')
+    .refine((s) => s === 0 || s >= 0.1, 'FGMACHINE_SAMPLE_S must be at least 0.1 s (or 0: system charts off)')
+    .default(5),
+  FGMACHINE_CHART_EVERY_S: z.coerce
+    .number({ error: 'FGMACHINE_CHART_EVERY_S must be a number of seconds' })
+    .min(10, 'FGMACHINE_CHART_EVERY_S must be at least 10 seconds (FGLab is sent the chart of a running experiment this often)')
+    .default(600),
   FGMACHINE_HOSTNAME: z.string().trim().min(1).optional(),
   FGMACHINE_TOKEN: z
     .string()
@@ -113,6 +122,10 @@ export interface Config {
   maxFileBytes: number
   /** FGMACHINE_HOSTNAME: the name FGLab shows for this machine (default: the host's name, also from inside a container). */
   hostname?: string
+  /** FGMACHINE_SAMPLE_S: how often a running experiment's CPU, memory and GPUs are sampled (ms); 0: no system charts. */
+  sampleMs: number
+  /** FGMACHINE_CHART_EVERY_S: how often a running experiment's system chart is sent to FGLab (ms). */
+  chartEveryMs: number
 }
 
 export class ConfigError extends Error {
@@ -183,6 +196,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     outboxMaxBytes: Math.round(e.FGMACHINE_OUTBOX_MAX_MB * 1024 * 1024),
     maxFileBytes: Math.round(e.FGMACHINE_MAX_FILE_MB * 1024 * 1024),
     hostname: e.FGMACHINE_HOSTNAME,
+    sampleMs: Math.round(e.FGMACHINE_SAMPLE_S * 1000),
+    chartEveryMs: Math.round(e.FGMACHINE_CHART_EVERY_S * 1000),
   }
 }
 

@@ -30,6 +30,8 @@ import { realClock } from './util/clock.js'
 import { DiskHealth, nodeDisk, type Disk } from './util/disk.js'
 import { discoverGpus, UNKNOWN_UUID_PREFIX, type NvidiaSmi } from './gpu/discovery.js'
 import type { GpuDevice } from './gpu/nvidia-smi.js'
+import { SystemCharts } from './sysstats/charts.js'
+import { GpuReader } from './sysstats/sources.js'
 
 export interface MachineOptions {
   log: Logger
@@ -129,6 +131,18 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
     const problem = p.image ? hostPaths.problem(p.resultsDir, 'results') : undefined
     return problem ? { field: 'results', message: problem } : undefined
   })
+  const system =
+    config.sampleMs > 0
+      ? new SystemCharts({
+          dir: path.join(config.dataDir, 'experiments'),
+          disk,
+          log: log.child({ component: 'system-charts' }),
+          clock,
+          gpus: gpus.length ? new GpuReader(log.child({ component: 'system-charts' }), clock, Math.min(config.sampleMs, 5000) / 2, opts.nvidiaSmi) : undefined,
+          sampleMs: config.sampleMs,
+          chartEveryMs: config.chartEveryMs,
+        })
+      : undefined
   const experiments = new ExperimentManager({
     scheduler,
     logHub,
@@ -149,6 +163,7 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
     resultsStableMs: opts.resultsStableMs,
     diskHealth,
     metrics,
+    system,
   })
   const app = await buildApp(
     {
@@ -245,6 +260,7 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
         experiments.shutdown(grace)
         await Promise.race([experiments.idle(), realSleep(grace + 2000)])
       }
+      await system?.close()
       registration.close()
       diskHealth.close()
       // What is still unsent stays on disk for the next start.

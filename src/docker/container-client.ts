@@ -74,6 +74,14 @@ export interface ContainerState {
   finishedMs?: number
 }
 
+/** What a running container has used, as `docker stats` reads it; a value Docker did not give is absent. */
+export interface ContainerUsage {
+  /** CPU time used since it started, ns (cgroup cpuacct / cpu.stat). */
+  cpuNs?: number
+  /** Memory in use, bytes, less the reclaimable page cache (as `docker stats` shows it). */
+  memoryBytes?: number
+}
+
 export interface ContainerDetails {
   id: string
   name: string
@@ -144,6 +152,8 @@ export interface ContainerClient {
   listByLabel(label: string, value?: string): Promise<ContainerSummary[]>
   /** A container by id or name; undefined when the engine does not know it. */
   inspectContainer(idOrName: string): Promise<ContainerDetails | undefined>
+  /** What a container has used so far (one reading, no stream); undefined when it is not running or gone. */
+  stats(id: string): Promise<ContainerUsage | undefined>
   ping(): Promise<void>
   /** `docker info`: the name of the engine's host, and the OCI runtimes it knows (e.g. runc, nvidia). */
   engine(): Promise<{ name: string; runtimes: string[] }>

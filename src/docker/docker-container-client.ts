@@ -12,6 +12,7 @@ import {
   type ContainerOutput,
   type ContainerSpec,
   type ContainerSummary,
+  type ContainerUsage,
   type EnsureImageOptions,
   type ImageStatus,
 } from './container-client.js'
@@ -214,6 +215,18 @@ export class DockerContainerClient implements ContainerClient {
     }
   }
 
+  async stats(id: string): Promise<ContainerUsage | undefined> {
+    let s: DockerStats
+    try {
+      // one-shot (API 1.41+): the reading now, without the second one Docker otherwise waits a second for.
+      s = (await this.docker.getContainer(id).stats({ stream: false, 'one-shot': true })) as unknown as DockerStats
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode === 404) return undefined
+      throw dockerError(`cannot read the resource use of container ${id}`, err)
+    }
+    return usageOf(s)
+  }
+
   async listByLabel(label: string, value?: string): Promise<ContainerSummary[]> {
     let list: Docker.ContainerInfo[]
     try {
@@ -231,4 +244,26 @@ function unreachable(err: unknown) {
   const hint = connectionHint(e.message)
   if (hint) e.message += `: ${hint}`
   return e
+}
+
+/** The part of Docker's stats answer FGMachine reads (cgroup v1 and v2 both). */
+interface DockerStats {
+  cpu_stats?: { cpu_usage?: { total_usage?: number } }
+  memory_stats?: { usage?: number; stats?: Record<string, number | undefined> }
+}
+
+/**
+ * CPU time and memory as `docker stats` shows them: memory is the usage less
+ * the inactive page cache (cgroup v2 `inactive_file`, v1 `total_inactive_file`).
+ * A stopped container answers zeros and an empty memory_stats: no usage then.
+ */
+export function usageOf(s: DockerStats): ContainerUsage | undefined {
+  const cpu = s.cpu_stats?.cpu_usage?.total_usage
+  const mem = s.memory_stats?.usage
+  if (!cpu && mem === undefined) return undefined
+  const inactive = s.memory_stats?.stats?.inactive_file ?? s.memory_stats?.stats?.total_inactive_file ?? 0
+  return {
+    cpuNs: typeof cpu === 'number' ? cpu : undefined,
+    memoryBytes: typeof mem === 'number' ? (inactive < mem ? mem - inactive : mem) : undefined,
+  }
 }

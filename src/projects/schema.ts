@@ -109,6 +109,8 @@ const EntryObject = z.strictObject({
     .optional(),
   gpu_command: z.string({ error: typed('gpu_command', 'a string such as "--gpu"') }).optional(),
   keep_results: flag('keep_results').default(false),
+  /** Sample the experiment's CPU, memory and GPUs, and send FGLab the chart fgmachine-system.svg and summary fields. */
+  system_charts: flag('system_charts').default(true),
   /** Seconds of run time (not counting an image pull) before the experiment is stopped and reported fail. */
   timeout: numeric('timeout').refine((t) => t > 0, 'timeout must be a number of seconds, more than 0').optional(),
   // Container projects.

@@ -6,6 +6,7 @@ import {
   type ContainerOutput,
   type ContainerSpec,
   type ContainerSummary,
+  type ContainerUsage,
   type PullPolicy,
 } from '../docker/container-client.js'
 import { describePull, logPull } from '../docker/pull-progress.js'
@@ -178,6 +179,11 @@ export class DockerRuntime implements Runtime {
 
   remove(containerId: string): Promise<void> {
     return this.docker.remove(containerId)
+  }
+
+  /** What a running container has used (for its system chart). */
+  stats(containerId: string): Promise<ContainerUsage | undefined> {
+    return this.docker.stats(containerId)
   }
 
   /** A handle on a container that is not followed: only to remove it. */

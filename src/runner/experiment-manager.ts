@@ -100,6 +100,7 @@ export class ExperimentManager {
       timeoutS: project.timeout,
       lease,
       phase: 'accepted',
+      ...(!project.system_charts && { charts: false as const }),
     }
     const run = this.#add(record)
     try {

@@ -37,6 +37,8 @@ export interface RunRecord {
   launchedMs?: number
   killed?: boolean
   exit?: ExitInfo
+  /** The project turned the system charts off (system_charts: false); absent: on. */
+  charts?: false
   /** Removing its container failed once it ended (Docker away for a moment). */
   containerLeft?: boolean
 }

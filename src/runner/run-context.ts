@@ -5,6 +5,7 @@ import type { Metrics } from '../metrics.js'
 import type { Project } from '../projects/schema.js'
 import type { Ledgers } from '../results/ledger.js'
 import type { Lease, Scheduler } from '../scheduler/scheduler.js'
+import type { SystemCharts } from '../sysstats/charts.js'
 import type { Clock } from '../util/clock.js'
 import { buildArgv, type OptionValue } from './argv.js'
 import type { DockerRuntime } from './docker-runtime.js'
@@ -30,6 +31,8 @@ export interface RunContext {
   shutdown: AbortSignal
   /** Counts starts and ends (src/metrics.ts); none in rigs that do not look. */
   metrics?: Metrics
+  /** Samples each running experiment for its system chart (src/sysstats); none when turned off. */
+  system?: SystemCharts
 }
 
 /** How a run stopped being this FGMachine's business. */

@@ -3,6 +3,7 @@ import type { Report } from '../fglab/outbox.js'
 import type { Stream } from '../logs/log-hub.js'
 import type { Project } from '../projects/schema.js'
 import { ResultsCollector } from '../results/collector.js'
+import { containerSource, processGroupSource } from '../sysstats/sources.js'
 import type { Ledger } from '../results/ledger.js'
 import { retry } from '../util/retry.js'
 import type { OptionValue } from './argv.js'
@@ -86,6 +87,7 @@ export class Run {
     }
     this.#running(true)
     this.#reportStarted()
+    this.#watchSystem(project.memory)
     return this.#follow()
   }
 
@@ -116,6 +118,7 @@ export class Run {
       await this.#commitSurely({ phase: 'launched', containerId: found.id, launchedMs: r.launchedMs ?? found.state.startedMs ?? this.ctx.clock.now() })
       this.#running(true)
       this.#reportStarted()
+      this.#watchSystem()
       return this.#follow()
     }
     if (found.state.startedMs === undefined) return this.#ended({ exitCode: null, error: 'FGMachine stopped before the experiment started' }, found.id)
@@ -158,6 +161,7 @@ export class Run {
     const exit = await supervise(this, this.ctx, this.#log, (t) => this.#publish('stderr', t))
     if (exit === 'detached') {
       this.#running(false)
+      await this.ctx.system?.stop(this.id)
       await this.#collector?.stop()
       return this.settled(this, { done: false })
     }
@@ -195,9 +199,11 @@ export class Run {
         await this.#commitSurely({ containerLeft: true })
       }
     }
+    // The last system chart goes with the last sweep; its summary with how the program ended.
+    const system = r.charts === false ? {} : ((await this.ctx.system?.finish(this.id, r.resultsDir)) ?? {})
     await this.#collector!.finalSweep()
     // A report settled before a restart is not sent again (the outbox asks the ledger).
-    this.#report({ kind: 'summary', summary: exitSummary(r.exit!, this.killed, r.launchedMs) })
+    this.#report({ kind: 'summary', summary: { ...exitSummary(r.exit!, this.killed, r.launchedMs), ...system } })
     this.#report({ kind: 'status', status: this.#success() ? 'success' : 'fail' })
     this.#report({ kind: 'finished' })
     await this.#commitSurely({ phase: 'reporting' })
@@ -222,9 +228,30 @@ export class Run {
     if (left) await this.#commitSurely({ phase: 'done' })
     else await this.ctx.journal.remove(this.id)
     await this.ctx.ledgers.remove(this.id)
+    await this.ctx.system?.forget(this.id)
     this.ctx.logHub.end(this.id)
     this.#log.info({ files: files.sent, ...(files.notSent && { notSent: files.notSent }) }, 'experiment reported')
     this.settled(this, left ? { done: true, containerLeft: left } : { done: true })
+  }
+
+  /** Sample the running program's CPU, memory and GPUs for its system chart (unless its project said no). */
+  #watchSystem(memoryLimitBytes?: number): void {
+    const system = this.ctx.system
+    const r = this.#record
+    const h = this.handle
+    if (!system || r.charts === false || !h) return
+    const source = h.containerId ? containerSource(this.ctx.runtimes.docker, h.containerId) : h.pid ? processGroupSource(h.pid) : undefined
+    if (!source) return
+    const target = {
+      experimentId: r.id,
+      resultsDir: r.resultsDir,
+      source,
+      gpus: r.lease.gpus.map((g) => g.index),
+      startedMs: r.launchedMs ?? this.ctx.clock.now(),
+      memoryLimitBytes,
+      title: `${r.projectId} · experiment ${r.id}`,
+    }
+    system.watch(target).catch((err: unknown) => this.#log.warn({ err: (err as Error).message }, 'cannot sample the experiment for its system chart'))
   }
 
   /** In or out of fgmachine_experiments_running, once each way. */

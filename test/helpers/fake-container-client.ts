@@ -7,6 +7,7 @@ import {
   type ContainerOutput,
   type ContainerSpec,
   type ContainerSummary,
+  type ContainerUsage,
   type EnsureImageOptions,
   type ImageStatus,
   type PullProgress,
@@ -28,6 +29,8 @@ export interface FakeContainer {
   listeners: Set<(stream: Stream, data: Buffer) => void>
   ended: Set<() => void>
   stopSignals: number
+  /** What `stats` answers while it runs (a test sets it; default a little CPU and 1 MiB). */
+  usage?: ContainerUsage
 }
 
 /** What a container does once started: the test's stand-in for the program in the image. */
@@ -231,6 +234,13 @@ export class FakeContainerClient implements ContainerClient {
     return [...this.containers.values()]
       .filter((c) => (value === undefined ? label in c.spec.labels : c.spec.labels[label] === value))
       .map((c) => ({ id: c.id, name: c.spec.name, state: c.status, labels: c.spec.labels, createdMs: c.createdMs }))
+  }
+
+  async stats(id: string): Promise<ContainerUsage | undefined> {
+    await this.#call('stats')
+    const c = this.containers.get(id)
+    if (!c || c.status !== 'running') return undefined
+    return c.usage ?? { cpuNs: 1e6, memoryBytes: 1024 * 1024 }
   }
 
   async inspectContainer(idOrName: string): Promise<ContainerDetails | undefined> {

@@ -52,6 +52,8 @@ export function testConfig(fields: Partial<Config> & Pick<Config, 'fglabUrl' | '
     pullStallMs: 300_000,
     outboxMaxBytes: 64 * 1024 * 1024,
     maxFileBytes: 8192 * 1024 * 1024,
+    sampleMs: 5000,
+    chartEveryMs: 600_000,
     ...fields,
   }
 }
