@@ -31,6 +31,7 @@ import { DiskHealth, nodeDisk, type Disk } from './util/disk.js'
 import { discoverGpus, UNKNOWN_UUID_PREFIX, type NvidiaSmi } from './gpu/discovery.js'
 import type { GpuDevice } from './gpu/nvidia-smi.js'
 import { SystemCharts } from './sysstats/charts.js'
+import { timedClient } from './docker/timed-client.js'
 import { GpuReader } from './sysstats/sources.js'
 
 export interface MachineOptions {
@@ -76,9 +77,9 @@ export interface Machine {
 export async function createMachine(config: Config, opts: MachineOptions): Promise<Machine> {
   const log = opts.log
   const gpus = await discoverGpus({ log: log.child({ component: 'gpus' }), override: config.gpus, nvidiaSmi: opts.nvidiaSmi })
-  const client = new FglabClient({ url: config.fglabUrl })
   // A registry of FGMachine's own, never prom-client's global one: two machines in one process (tests) count apart.
   const metrics = new Metrics()
+  const client = new FglabClient({ url: config.fglabUrl, onRequest: (call, seconds, err) => metrics.fglabRequested(call, seconds, err) })
   // The name FGLab shows: inside a container, the host's (from Docker) rather than the container's id.
   let hostname = config.hostname ?? os.hostname()
   const registration = new Registration({
@@ -122,8 +123,10 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
   const projects = new ProjectStore(config.projectsPath, log.child({ component: 'projects' }), process.cwd(), template)
   const scheduler = new Scheduler(gpus.map((g) => g.index))
   const logHub = new LogHub()
-  const docker =
-    opts.containerClient ?? new DockerContainerClient(config.dockerHost, { pullStallMs: config.pullStallMs, onPulled: (ok, seconds) => metrics.pulled(ok, seconds) })
+  const docker = timedClient(
+    opts.containerClient ?? new DockerContainerClient(config.dockerHost, { pullStallMs: config.pullStallMs, onPulled: (ok, seconds) => metrics.pulled(ok, seconds) }),
+    (op, seconds, ok) => metrics.dockerRequested(op, seconds, ok),
+  )
   metrics.observe({ scheduler, gpus: gpus.map((g) => g.index), outbox })
   // Known once listen() has looked; until then paths are the host's.
   let hostPaths = HostPaths.onHost

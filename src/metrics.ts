@@ -1,5 +1,5 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
-import { FglabError } from './fglab/client.js'
+import { FglabError, type FglabCall } from './fglab/client.js'
 import type { ExitInfo } from './runner/runtime.js'
 import { succeeded } from './runner/summary.js'
 import type { Scheduler } from './scheduler/scheduler.js'
@@ -57,7 +57,11 @@ export class Metrics {
   readonly imagePulls: Counter<'result'>
   readonly imagePull: Histogram
   readonly reportsGivenUp: Counter
-  readonly fglabRequestErrors: Counter<'kind'>
+  readonly fglabRequestErrors: Counter<'kind' | 'call'>
+  readonly fglabRequest: Histogram<'call'>
+  readonly reportLatency: Histogram
+  readonly dockerRequest: Histogram<'op'>
+  readonly dockerRequestErrors: Counter<'op'>
   #sources: MetricSources = {}
 
   constructor(opts: MetricsOptions = {}) {
@@ -99,8 +103,34 @@ export class Metrics {
     this.reportsGivenUp = new Counter({ name: `${p}reports_given_up_total`, help: 'Reports to FGLab given up (FGLab refuses them)', registers })
     this.fglabRequestErrors = new Counter({
       name: `${p}fglab_request_errors_total`,
-      help: 'Failed report deliveries to FGLab, by kind (unreachable|http_4xx|http_5xx|other)',
-      labelNames: ['kind'],
+      help: 'Failed requests to FGLab (registration and reports), by kind (unreachable|http_4xx|http_5xx|other) and call',
+      labelNames: ['kind', 'call'],
+      registers,
+    })
+    this.fglabRequest = new Histogram({
+      name: `${p}fglab_request_seconds`,
+      help: 'How long FGLab took to answer a request (or to fail it), by call (register|update_machine|projects|started|update|files|finished|exists)',
+      labelNames: ['call'],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    })
+    this.reportLatency = new Histogram({
+      name: `${p}report_seconds`,
+      help: "From an experiment's end to FGLab having all its reports (its last results, status and finished)",
+      buckets: [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800, 3600],
+      registers,
+    })
+    this.dockerRequest = new Histogram({
+      name: `${p}docker_request_seconds`,
+      help: 'How long the Docker engine took to answer, by operation (create|start|stop|remove|inspect|list|stats|ping|info)',
+      labelNames: ['op'],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    })
+    this.dockerRequestErrors = new Counter({
+      name: `${p}docker_request_errors_total`,
+      help: 'Docker engine requests that failed (the engine refused or could not be reached), by operation',
+      labelNames: ['op'],
       registers,
     })
     const sources = () => this.#sources
@@ -176,8 +206,15 @@ export class Metrics {
     this.imagePull.observe(seconds)
   }
 
-  /** A delivery to FGLab failed (delivery.ts). */
-  fglabError(err: unknown): void {
-    this.fglabRequestErrors.inc({ kind: fglabErrorKind(err) })
+  /** A request to FGLab was answered, or failed (client.ts `onRequest`). */
+  fglabRequested(call: FglabCall, seconds: number, err?: unknown): void {
+    this.fglabRequest.observe({ call }, seconds)
+    if (err !== undefined) this.fglabRequestErrors.inc({ kind: fglabErrorKind(err), call })
+  }
+
+  /** A Docker engine request ended (docker/timed-client.ts). */
+  dockerRequested(op: string, seconds: number, ok: boolean): void {
+    this.dockerRequest.observe({ op }, seconds)
+    if (!ok) this.dockerRequestErrors.inc({ op })
   }
 }

@@ -36,6 +36,10 @@ t.test('every metric is in the exposition with its help, prefixed fgmachine_, on
     ['fgmachine_image_pull_seconds', 'histogram'],
     ['fgmachine_reports_given_up_total', 'counter'],
     ['fgmachine_fglab_request_errors_total', 'counter'],
+    ['fgmachine_fglab_request_seconds', 'histogram'],
+    ['fgmachine_report_seconds', 'histogram'],
+    ['fgmachine_docker_request_seconds', 'histogram'],
+    ['fgmachine_docker_request_errors_total', 'counter'],
     ['fgmachine_capacity_used_ratio', 'gauge'],
     ['fgmachine_capacity_free_ratio', 'gauge'],
     ['fgmachine_gpu_allocated_ratio', 'gauge'],
@@ -64,7 +68,12 @@ t.test('counters and histograms move as experiments start and end', async (t) =>
   m.pulled(true, 12)
   m.pulled(false, 0.5)
   m.reportsGivenUp.inc()
-  m.fglabError(new FglabError('x', 503, true))
+  m.fglabRequested('update', 0.02, new FglabError('x', 503, true))
+  m.fglabRequested('files', 0.5)
+  m.fglabRequested('register', 3, new FglabError('down', undefined, true))
+  m.dockerRequested('create', 0.2, true)
+  m.dockerRequested('start', 1.5, false)
+  m.reportLatency.observe(0.3)
   const s = await scrape(m)
   t.equal(sumOf(s, 'fgmachine_experiments_started_total'), 1)
   t.equal(sumOf(s, 'fgmachine_experiments_running'), 1)
@@ -81,7 +90,15 @@ t.test('counters and histograms move as experiments start and end', async (t) =>
   t.equal(sumOf(s, 'fgmachine_image_pulls_total', { result: 'fail' }), 1)
   t.equal(sumOf(s, 'fgmachine_image_pull_seconds_sum'), 12.5)
   t.equal(sumOf(s, 'fgmachine_reports_given_up_total'), 1)
-  t.equal(sumOf(s, 'fgmachine_fglab_request_errors_total', { kind: 'http_5xx' }), 1)
+  t.equal(sumOf(s, 'fgmachine_fglab_request_errors_total', { kind: 'http_5xx', call: 'update' }), 1)
+  t.equal(sumOf(s, 'fgmachine_fglab_request_errors_total', { kind: 'unreachable', call: 'register' }), 1, 'registration calls count too')
+  t.equal(sumOf(s, 'fgmachine_fglab_request_errors_total'), 2, 'an answered request is no error')
+  t.equal(sumOf(s, 'fgmachine_fglab_request_seconds_count'), 3, 'every request timed, failed or not')
+  t.equal(sumOf(s, 'fgmachine_fglab_request_seconds_sum', { call: 'files' }), 0.5)
+  t.equal(sumOf(s, 'fgmachine_docker_request_seconds_count'), 2)
+  t.equal(sumOf(s, 'fgmachine_docker_request_errors_total', { op: 'start' }), 1)
+  t.equal(sumOf(s, 'fgmachine_docker_request_errors_total', { op: 'create' }), 0)
+  t.equal(sumOf(s, 'fgmachine_report_seconds_count'), 1)
 })
 
 t.test('capacity, GPUs and the outbox are read when scraped', async (t) => {

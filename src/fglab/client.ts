@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks'
 import type { Readable } from 'node:stream'
 import { Agent, request, type Dispatcher } from 'undici'
 
@@ -11,14 +12,17 @@ export class FglabError extends Error {
     readonly status: number | undefined,
     /** Whether trying again may succeed (network errors, 5xx, 408, 429, and the credential answers 401/403/407). */
     readonly retryable: boolean,
-    options?: ErrorOptions & { answer?: string },
+    options?: ErrorOptions & { answer?: string; fileChanged?: boolean },
   ) {
     super(message, options)
     this.answer = options?.answer ?? ''
+    this.fileChanged = options?.fileChanged ?? false
   }
 
   /** The start of FGLab's answer (its body), to tell one refusal from another. */
   readonly answer: string
+  /** The results file changed while it was sent (FGLab is not at fault). */
+  readonly fileChanged: boolean
 }
 
 /**
@@ -60,7 +64,16 @@ export interface FglabClientOptions {
   /** Time limit for FGLab's answer to begin, and between two pieces of it (ms). */
   timeoutMs?: number
   dispatcher?: Dispatcher
+  /**
+   * Told of every request that got FGLab's answer or failed to: which call
+   * (`register`, `update_machine`, `projects`, `started`, `update`, `files`,
+   * `finished`, `exists`), how long it took, and its error (src/metrics.ts).
+   */
+  onRequest?: (call: FglabCall, seconds: number, err?: FglabError) => void
 }
+
+/** The calls FGMachine makes to FGLab, by a short name (a metrics label). */
+export type FglabCall = 'register' | 'update_machine' | 'projects' | 'started' | 'update' | 'files' | 'finished' | 'exists'
 
 /**
  * The one client for every call FGMachine makes to FGLab (docs/PROTOCOL.md).
@@ -70,8 +83,10 @@ export class FglabClient {
   readonly baseUrl: string
   readonly #auth: string | undefined
   readonly #dispatcher: Dispatcher
+  readonly #onRequest: FglabClientOptions['onRequest']
 
   constructor(opts: FglabClientOptions) {
+    this.#onRequest = opts.onRequest
     const u = new URL(opts.url)
     this.#auth =
       u.username || u.password
@@ -85,34 +100,34 @@ export class FglabClient {
   }
 
   registerMachine(specs: MachineSpecs): Promise<{ _id: string } & Record<string, unknown>> {
-    return this.#call('POST', '/api/v1/machines', specs) as Promise<{ _id: string }>
+    return this.#call('register', 'POST', '/api/v1/machines', specs) as Promise<{ _id: string }>
   }
 
   /** `$set` these fields on the machine's record (its address, name, GPUs…). The answer is not read, as for experiments. */
   updateMachine(machineId: string, fields: Record<string, unknown>): Promise<unknown> {
-    return this.#call('PUT', `/api/v1/machines/${encodeURIComponent(machineId)}`, fields)
+    return this.#call('update_machine', 'PUT', `/api/v1/machines/${encodeURIComponent(machineId)}`, fields)
   }
 
   updateProjects(machineId: string, projects: Record<string, unknown>): Promise<unknown> {
-    return this.#call('POST', `/api/v1/machines/${encodeURIComponent(machineId)}/projects`, { projects })
+    return this.#call('projects', 'POST', `/api/v1/machines/${encodeURIComponent(machineId)}/projects`, { projects })
   }
 
   experimentStarted(id: string): Promise<unknown> {
-    return this.#call('PUT', `/api/v1/experiments/${encodeURIComponent(id)}/started`)
+    return this.#call('started', 'PUT', `/api/v1/experiments/${encodeURIComponent(id)}/started`)
   }
 
   /** `$set` these fields. FGLab's `{"msg": ...}` is not read: it says "error" for every update that worked (docs/PROTOCOL.md). */
   updateExperiment(id: string, fields: Record<string, unknown>): Promise<unknown> {
-    return this.#call('PUT', `/api/v1/experiments/${encodeURIComponent(id)}`, fields)
+    return this.#call('update', 'PUT', `/api/v1/experiments/${encodeURIComponent(id)}`, fields)
   }
 
   /** Upload files: a multipart/form-data body, streamed (results/upload.ts makes it). */
   uploadFiles(id: string, body: StreamedBody): Promise<unknown> {
-    return this.#call('PUT', `/api/v1/experiments/${encodeURIComponent(id)}/files`, body)
+    return this.#call('files', 'PUT', `/api/v1/experiments/${encodeURIComponent(id)}/files`, body)
   }
 
   experimentFinished(id: string): Promise<unknown> {
-    return this.#call('PUT', `/api/v1/experiments/${encodeURIComponent(id)}/finished`)
+    return this.#call('finished', 'PUT', `/api/v1/experiments/${encodeURIComponent(id)}/finished`)
   }
 
   /**
@@ -121,7 +136,7 @@ export class FglabClient {
    */
   async experimentExists(id: string): Promise<boolean> {
     // Only the start of the answer is read: the document may be megabytes of charts.
-    const start = await this.#call('GET', `/api/v1/experiments/${encodeURIComponent(id)}`, undefined, 16)
+    const start = await this.#call('exists', 'GET', `/api/v1/experiments/${encodeURIComponent(id)}`, undefined, 16)
     const text = String(start ?? '').trim()
     return text !== '' && text !== 'null'
   }
@@ -146,8 +161,22 @@ export class FglabClient {
     await this.#dispatcher.destroy()
   }
 
+  /** One request, timed and its failure told (`onRequest`); see #request. */
+  async #call(call: FglabCall, method: Dispatcher.HttpMethod, path: string, body?: unknown, peekBytes?: number): Promise<unknown> {
+    const t0 = performance.now()
+    try {
+      const answer = await this.#request(method, path, body, peekBytes)
+      this.#onRequest?.(call, (performance.now() - t0) / 1000)
+      return answer
+    } catch (err) {
+      // A file that changed while it was sent is not FGLab's failure: not told.
+      if (!(err instanceof FglabError && err.fileChanged)) this.#onRequest?.(call, (performance.now() - t0) / 1000, err as FglabError)
+      throw err
+    }
+  }
+
   /** One request; its answer parsed as JSON (or text). With `peekBytes`, only that much of a 2xx answer is read, as text. */
-  async #call(method: Dispatcher.HttpMethod, path: string, body?: unknown, peekBytes?: number): Promise<unknown> {
+  async #request(method: Dispatcher.HttpMethod, path: string, body?: unknown, peekBytes?: number): Promise<unknown> {
     const headers: Record<string, string> = {}
     if (this.#auth) headers.authorization = this.#auth
     let payload: string | Buffer | Readable | undefined
@@ -170,7 +199,7 @@ export class FglabClient {
       const failed = isStreamed(body) && !Buffer.isBuffer(body.body) ? body.body.errored : null
       if ((failed as NodeJS.ErrnoException | null)?.code === FILE_CHANGED) {
         // The file could not be read to its end (it changed while it was sent): not FGLab's doing.
-        throw new FglabError(`${what}: ${failed!.message}; it is sent again`, undefined, true, { cause: err })
+        throw new FglabError(`${what}: ${failed!.message}; it is sent again`, undefined, true, { cause: err, fileChanged: true })
       }
       throw new FglabError(`${what}: FGLab unreachable (${describe(err)})`, undefined, true, { cause: err })
     }

@@ -8,8 +8,8 @@ export interface DeliveryOptions {
   backoff?: Backoff
   sleep?: Sleep
   now?: () => number
-  /** Counts failed deliveries and reports given up (src/metrics.ts). */
-  metrics?: Pick<Metrics, 'fglabError' | 'reportsGivenUp'>
+  /** Counts reports given up (src/metrics.ts); failed requests are counted by the client. */
+  metrics?: Pick<Metrics, 'reportsGivenUp'>
 }
 
 /**
@@ -87,7 +87,6 @@ export class Delivery {
         err = e
       }
       signal.throwIfAborted()
-      this.#metrics?.fglabError(err)
       const message = (err as Error).message
       if (refusedAtOnce(err)) {
         this.log.error({ experimentId, report: what, err: message }, 'FGLab refused a report; it is given up')

@@ -219,6 +219,7 @@ export class Run {
       return this.settled(this, { done: false })
     }
     const r = this.#record
+    if (r.exit?.endedMs !== undefined) this.ctx.metrics?.reportLatency.observe(Math.max(0, this.ctx.clock.now() - r.exit.endedMs) / 1000)
     const files = this.#ledger!.files()
     const keep = this.#ledger!.keepFolder()
     if (keep) this.#log.warn({ resultsDir: r.resultsDir, reason: keep }, 'results folder kept: not everything in it reached FGLab')

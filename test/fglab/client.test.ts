@@ -103,3 +103,33 @@ t.test('a streamed body that fails (a file cut while it is sent) is a passing er
   t.equal(err.retryable, true)
   t.match(err.message, /changed while it was sent/)
 })
+
+t.test('onRequest: every call timed by name, with its error (registration calls too); a file that changed is not FGLab\'s', async (t) => {
+  const fglab = new FakeFglab()
+  await fglab.start()
+  const told: Array<{ call: string; seconds: number; status?: number; err: boolean }> = []
+  const client = new FglabClient({ url: fglab.url, onRequest: (call, seconds, err) => told.push({ call, seconds, status: err?.status, err: err !== undefined }) })
+  t.teardown(async () => {
+    await client.close()
+    await fglab.close()
+  })
+  const id = objectId()
+  await client.experimentStarted(id)
+  fglab.refuse = (c) => (c.path === '/api/v1/machines' ? 503 : undefined)
+  await t.rejects(client.registerMachine({ address: 'http://x:1', hostname: 'x', os: { type: '', platform: '', arch: '', release: '' }, cpus: [], mem: '', gpus: [] }))
+  const stream = Readable.from(
+    (async function* () {
+      yield Buffer.from('--b\r\n')
+      throw Object.assign(new Error('changed'), { code: FILE_CHANGED })
+    })(),
+  )
+  await t.rejects(client.uploadFiles(id, { body: stream, length: 100, contentType: 'multipart/form-data; boundary=b' }))
+  await fglab.close()
+  await t.rejects(client.experimentFinished(id))
+  t.same(told.map(({ call, status, err }) => ({ call, status, err })), [
+    { call: 'started', status: undefined, err: false },
+    { call: 'register', status: 503, err: true },
+    { call: 'finished', status: undefined, err: true },
+  ])
+  t.ok(told.every((x) => x.seconds >= 0 && x.seconds < 30))
+})

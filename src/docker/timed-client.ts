@@ -1,0 +1,41 @@
+import { performance } from 'node:perf_hooks'
+import type { ContainerClient } from './container-client.js'
+
+/**
+ * The engine's short requests, by the name `fgmachine_docker_request_seconds`
+ * gives them. Left out: those that last as long as a container or a pull
+ * (wait, attach, follow, ensureImage), which time the experiment, not Docker.
+ */
+const TIMED: Partial<Record<keyof ContainerClient, string>> = {
+  create: 'create',
+  start: 'start',
+  stop: 'stop',
+  remove: 'remove',
+  inspectContainer: 'inspect',
+  listByLabel: 'list',
+  stats: 'stats',
+  ping: 'ping',
+  engine: 'info',
+}
+
+/** `client`, with each short request's duration and failure told to `observe`. */
+export function timedClient(client: ContainerClient, observe: (op: string, seconds: number, ok: boolean) => void): ContainerClient {
+  return new Proxy(client, {
+    get(target, prop, receiver) {
+      const value = Reflect.get(target, prop, receiver) as unknown
+      const op = typeof prop === 'string' ? TIMED[prop as keyof ContainerClient] : undefined
+      if (!op || typeof value !== 'function') return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value
+      return async (...args: unknown[]) => {
+        const t0 = performance.now()
+        try {
+          const result = await (value as (...a: unknown[]) => Promise<unknown>).apply(target, args)
+          observe(op, (performance.now() - t0) / 1000, true)
+          return result
+        } catch (err) {
+          observe(op, (performance.now() - t0) / 1000, false)
+          throw err
+        }
+      }
+    },
+  })
+}
