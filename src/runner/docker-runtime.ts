@@ -17,6 +17,11 @@ import { realClock, type Clock } from '../util/clock.js'
 import { backoffDelay } from '../util/retry.js'
 import { KilledBeforeStartError, type ExitInfo, type LaunchSpec, type RunHandle, type Runtime } from './runtime.js'
 
+/** Docker's answer to a create whose image is not on the host (404 "No such image: …"). */
+function noSuchImage(err: unknown): boolean {
+  return err instanceof DockerError && err.statusCode === 404 && /no such image/i.test(err.message)
+}
+
 /** Maps a path FGMachine sees to the path the Docker host sees (identity unless FGMachine runs in a container). */
 export type HostPathMapper = (localPath: string) => string
 
@@ -89,24 +94,43 @@ export class DockerRuntime implements Runtime {
     const policy: PullPolicy = spec.project.pull ?? 'missing'
     // Killed before or while its image is pulled: ensureImage stops waiting (with
     // KilledBeforeStartError, the signal's reason), and no container is made.
-    await this.docker.ensureImage(image, {
-      policy,
-      signal: spec.killed,
-      // One line every few seconds, summed over the layers, in the log (once for all
-      // the starts that share the pull) and in this experiment's live output.
-      onProgress: (p) => {
-        logPull(this.log, p)
-        spec.status(`[fgmachine] ${describePull(p)}\n`)
-      },
-      onWarning: (message) => {
-        log.warn({ image, problem: message }, 'cannot read the registry credentials')
-        spec.status(`[fgmachine] warning: ${message}\n`)
-      },
-    })
-    if (spec.killed.aborted) throw new KilledBeforeStartError()
+    const ensureImage = async () => {
+      await this.docker.ensureImage(image, {
+        policy,
+        signal: spec.killed,
+        // One line every few seconds, summed over the layers, in the log (once for all
+        // the starts that share the pull) and in this experiment's live output.
+        onProgress: (p) => {
+          logPull(this.log, p)
+          spec.status(`[fgmachine] ${describePull(p)}\n`)
+        },
+        onWarning: (message) => {
+          log.warn({ image, problem: message }, 'cannot read the registry credentials')
+          spec.status(`[fgmachine] warning: ${message}\n`)
+        },
+      })
+      if (spec.killed.aborted) throw new KilledBeforeStartError()
+    }
     const cs = this.containerSpec(spec)
-    const startedAt = this.clock.now()
-    const id = await this.docker.create(cs)
+    if (spec.killed.aborted) throw new KilledBeforeStartError()
+    let startedAt = this.clock.now()
+    let id: string
+    if (policy === 'always') {
+      await ensureImage()
+      startedAt = this.clock.now()
+      id = await this.docker.create(cs)
+    } else {
+      // The image is almost always here: made at once, and pulled only when Docker says it
+      // has no such image, as the docker CLI does (one request less on every start).
+      try {
+        id = await this.docker.create(cs)
+      } catch (err) {
+        if (!noSuchImage(err)) throw err
+        await ensureImage()
+        startedAt = this.clock.now()
+        id = await this.docker.create(cs)
+      }
+    }
     let disposed = false
     const dispose = async () => {
       if (disposed) return

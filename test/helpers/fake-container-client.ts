@@ -160,6 +160,8 @@ export class FakeContainerClient implements ContainerClient {
 
   async create(spec: ContainerSpec): Promise<string> {
     await this.#call('create')
+    // As the engine answers a create for an image it does not have (the docker CLI then pulls).
+    if (!this.images.has(spec.image)) throw new DockerError(`cannot create container for ${spec.image}: (HTTP code 404) no such container - No such image: ${spec.image}`, 404)
     if ([...this.containers.values()].some((c) => c.spec.name === spec.name)) throw new DockerError(`Conflict. The container name "/${spec.name}" is already in use`, 409)
     const id = randomBytes(32).toString('hex')
     this.containers.set(id, { id, spec, status: 'created', exitCode: 0, oomKilled: false, createdMs: this.now(), output: [], listeners: new Set(), ended: new Set(), stopSignals: 0 })

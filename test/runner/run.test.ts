@@ -67,6 +67,24 @@ t.test('a fresh run: started, results, how it ended, status, finished, in that o
   t.equal(m.scheduler.leases().length, 0, 'capacity released')
   const c = r.docker.calls
   t.ok(c.indexOf('attach') < c.indexOf('start'), 'output attached before the start')
+  t.notOk(c.includes('ensureImage'), 'the image is here: created at once, not asked for first')
+})
+
+t.test('an image not on the host: the create says so, the image is pulled, and the create made again (as the docker CLI does)', async (t) => {
+  const r = await runnerRig(t)
+  r.docker.program = trainer(0)
+  const m = await r.boot()
+  const id = objectId()
+  await m.manager.start('p', { _id: id }, r.project({ image: 'fake/new:1' }))
+  await r.fglab.waitFinished([id])
+  t.equal(r.fglab.experiment(id).fields._status, 'success')
+  t.equal(r.docker.pulls.get('fake/new:1'), 1, 'pulled once')
+  t.same(r.docker.calls.filter((x) => ['create', 'ensureImage', 'start'].includes(x)), ['create', 'ensureImage', 'create', 'start'])
+  // pull: always pulls first, every time.
+  const again = objectId()
+  await m.manager.start('p', { _id: again }, r.project({ image: 'fake/new:1', pull: 'always' }))
+  await r.fglab.waitFinished([again])
+  t.equal(r.docker.pulls.get('fake/new:1'), 2)
 })
 
 t.test('a launch that fails is "failed to start"; a bookkeeping failure after the launch is not', async (t) => {
