@@ -87,9 +87,9 @@ const EnvSchema = z.object({
     .refine((s) => s === 0 || s >= 0.1, 'FGMACHINE_SAMPLE_S must be at least 0.1 s (or 0: system charts off)')
     .default(5),
   FGMACHINE_CHART_EVERY_S: z.coerce
-    .number({ error: 'FGMACHINE_CHART_EVERY_S must be a number of seconds' })
-    .min(10, 'FGMACHINE_CHART_EVERY_S must be at least 10 seconds (FGLab is sent the chart of a running experiment this often)')
-    .default(600),
+    .number({ error: 'FGMACHINE_CHART_EVERY_S must be a number of seconds (0: the chart only at the end)' })
+    .refine((s) => s === 0 || s >= 60, 'FGMACHINE_CHART_EVERY_S must be 0 (the chart only at the end) or at least 60 seconds: FGLab can fail a page that downloads a file while it is replaced')
+    .default(1800),
   FGMACHINE_HOSTNAME: z.string().trim().min(1).optional(),
   FGMACHINE_TOKEN: z
     .string()
@@ -124,7 +124,7 @@ export interface Config {
   hostname?: string
   /** FGMACHINE_SAMPLE_S: how often a running experiment's CPU, memory and GPUs are sampled (ms); 0: no system charts. */
   sampleMs: number
-  /** FGMACHINE_CHART_EVERY_S: how often a running experiment's system chart is sent to FGLab (ms). */
+  /** FGMACHINE_CHART_EVERY_S: how often a running experiment's system chart is sent to FGLab (ms); 0: only at its end. */
   chartEveryMs: number
 }
 

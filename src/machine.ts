@@ -141,7 +141,7 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
           disk,
           log: log.child({ component: 'system-charts' }),
           clock,
-          gpus: gpus.length ? new GpuReader(log.child({ component: 'system-charts' }), clock, Math.min(config.sampleMs, 5000) / 2, opts.nvidiaSmi) : undefined,
+          gpus: gpus.length ? new GpuReader(log.child({ component: 'system-charts' }), clock, Math.max(1000, Math.min(config.sampleMs, 5000) / 2), opts.nvidiaSmi) : undefined,
           sampleMs: config.sampleMs,
           chartEveryMs: config.chartEveryMs,
         })

@@ -159,9 +159,6 @@ export class DockerContainerClient implements ContainerClient {
     const c = this.docker.getContainer(id)
     try {
       const r = (await c.wait()) as { StatusCode: number; Error?: { Message?: string } | null }
-      // A program that exited 0 was not ended by the OOM killer: no need to ask (one request
-      // less between its end and its capacity coming free).
-      if (r.StatusCode === 0 && !r.Error?.Message) return { exitCode: 0, oomKilled: false }
       const info = await c.inspect()
       return {
         exitCode: r.StatusCode,

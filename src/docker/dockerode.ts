@@ -19,11 +19,10 @@ const LAZY = ['dockerode/lib/session.js', 'docker-modem/lib/ssh.js']
  * later release, it is loaded as it is.
  */
 function load(): typeof DockerType {
-  const from = [path.dirname(require.resolve('dockerode/package.json'))]
   for (const name of LAZY) {
     let file: string
     try {
-      file = require.resolve(name, { paths: from })
+      file = require.resolve(name, { paths: [path.dirname(require.resolve('dockerode'))] })
     } catch {
       continue // not where it was: loaded as it is
     }

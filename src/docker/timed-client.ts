@@ -1,15 +1,15 @@
 import { performance } from 'node:perf_hooks'
-import type { ContainerClient } from './container-client.js'
+import { DockerError, type ContainerClient } from './container-client.js'
 
 /**
  * The engine's short requests, by the name `fgmachine_docker_request_seconds`
  * gives them. Left out: those that last as long as a container or a pull
- * (wait, attach, follow, ensureImage), which time the experiment, not Docker.
+ * (wait, attach, follow, ensureImage), and stop, which lasts the program's own
+ * shutdown (up to the kill grace): they time the experiment, not Docker.
  */
 const TIMED: Partial<Record<keyof ContainerClient, string>> = {
   create: 'create',
   start: 'start',
-  stop: 'stop',
   remove: 'remove',
   inspectContainer: 'inspect',
   listByLabel: 'list',
@@ -27,13 +27,16 @@ export function timedClient(client: ContainerClient, observe: (op: string, secon
       if (!op || typeof value !== 'function') return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value
       return async (...args: unknown[]) => {
         const t0 = performance.now()
+        let failed: unknown
         try {
-          const result = await (value as (...a: unknown[]) => Promise<unknown>).apply(target, args)
-          observe(op, (performance.now() - t0) / 1000, true)
-          return result
+          return await (value as (...a: unknown[]) => Promise<unknown>).apply(target, args)
         } catch (err) {
-          observe(op, (performance.now() - t0) / 1000, false)
+          failed = err
           throw err
+        } finally {
+          // A create for an image not on the host is how a pull begins (docker-runtime.ts), not a failure.
+          const expected = op === 'create' && failed instanceof DockerError && failed.statusCode === 404
+          observe(op, (performance.now() - t0) / 1000, failed === undefined || expected)
         }
       }
     },

@@ -164,14 +164,15 @@ export class FglabClient {
   /** One request, timed and its failure told (`onRequest`); see #request. */
   async #call(call: FglabCall, method: Dispatcher.HttpMethod, path: string, body?: unknown, peekBytes?: number): Promise<unknown> {
     const t0 = performance.now()
+    let failed: unknown
     try {
-      const answer = await this.#request(method, path, body, peekBytes)
-      this.#onRequest?.(call, (performance.now() - t0) / 1000)
-      return answer
+      return await this.#request(method, path, body, peekBytes)
     } catch (err) {
-      // A file that changed while it was sent is not FGLab's failure: not told.
-      if (!(err instanceof FglabError && err.fileChanged)) this.#onRequest?.(call, (performance.now() - t0) / 1000, err as FglabError)
+      failed = err
       throw err
+    } finally {
+      // A file that changed while it was sent is not FGLab's failure: not told.
+      if (!(failed instanceof FglabError && failed.fileChanged)) this.#onRequest?.(call, (performance.now() - t0) / 1000, failed as FglabError | undefined)
     }
   }
 

@@ -35,6 +35,8 @@ export class Run {
   readonly #log: Logger
   /** Counted in fgmachine_experiments_running (and to be taken off it once). */
   #countedRunning = false
+  /** It ended while this FGMachine watched (not before a restart): its report latency is known. */
+  #endedHere = false
 
   constructor(
     private readonly ctx: RunContext,
@@ -173,6 +175,7 @@ export class Run {
     this.state = 'reporting'
     exit = { ...exit, endedMs: exit.endedMs ?? this.ctx.clock.now() }
     await this.#commitSurely({ phase: 'exited', exit, killed: this.killed, ...(containerId && { containerId }) })
+    this.#endedHere = true
     this.ctx.scheduler.release(this.id)
     this.#running(false)
     this.ctx.metrics?.ended(exit, this.killed, this.#record.launchedMs)
@@ -219,7 +222,7 @@ export class Run {
       return this.settled(this, { done: false })
     }
     const r = this.#record
-    if (r.exit?.endedMs !== undefined) this.ctx.metrics?.reportLatency.observe(Math.max(0, this.ctx.clock.now() - r.exit.endedMs) / 1000)
+    if (this.#endedHere && r.exit?.endedMs !== undefined) this.ctx.metrics?.reportLatency.observe(Math.max(0, this.ctx.clock.now() - r.exit.endedMs) / 1000)
     const files = this.#ledger!.files()
     const keep = this.#ledger!.keepFolder()
     if (keep) this.#log.warn({ resultsDir: r.resultsDir, reason: keep }, 'results folder kept: not everything in it reached FGLab')
@@ -252,7 +255,7 @@ export class Run {
       memoryLimitBytes,
       title: `${r.projectId} · experiment ${r.id}`,
     }
-    system.watch(target).catch((err: unknown) => this.#log.warn({ err: (err as Error).message }, 'cannot sample the experiment for its system chart'))
+    system.watch(target)
   }
 
   /** In or out of fgmachine_experiments_running, once each way. */

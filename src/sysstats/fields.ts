@@ -62,13 +62,13 @@ export function systemFields(t: Totals): Record<string, string> {
   if (t.samples === 0) return out
   if (t.mem) {
     /** The most memory the experiment used at once (without the page cache), e.g. "1.21 GiB". */
-    out.peak_memory = formatBytes(t.mem.max)
+    out.system_peak_memory = formatBytes(t.mem.max)
   }
   if (t.cpu) {
     /** Its mean CPU use over the run, in percent of one core and in cores, e.g. "153 % (1.5 cores)". */
-    out.mean_cpu = `${formatPercent(t.cpu.mean)} % (${cores(t.cpu.mean)} cores)`
+    out.system_mean_cpu = `${formatPercent(t.cpu.mean)} % (${cores(t.cpu.mean)} cores)`
     /** Its highest CPU use over one sampling interval, e.g. "398 % (4.0 cores)". */
-    out.peak_cpu = `${formatPercent(t.cpu.max)} % (${cores(t.cpu.max)} cores)`
+    out.system_peak_cpu = `${formatPercent(t.cpu.max)} % (${cores(t.cpu.max)} cores)`
   }
   // Several GPUs: each one's value in parentheses, whether or not all of them reported this reading.
   const several = t.gpus.length > 1
@@ -77,16 +77,16 @@ export function systemFields(t: Totals): Record<string, string> {
     const mean = util.reduce((s, g) => s + g.util.mean, 0) / util.length
     const peak = Math.max(...util.map((g) => g.util.max))
     /** The GPUs' mean utilisation (several: the mean over them, then each one's), e.g. "84 % (GPU 0: 90 %, GPU 1: 78 %)". */
-    out.gpu_util_mean = perGpu(`${formatPercent(mean)} %`, util, several, (g) => `${formatPercent(g.util.mean)} %`)
+    out.system_gpu_util_mean = perGpu(`${formatPercent(mean)} %`, util, several, (g) => `${formatPercent(g.util.mean)} %`)
     /** The GPUs' highest utilisation (several: the highest of them, then each one's), e.g. "100 % (GPU 0: 100 %, GPU 1: 97 %)". */
-    out.gpu_util_peak = perGpu(`${formatPercent(peak)} %`, util, several, (g) => `${formatPercent(g.util.max)} %`)
+    out.system_gpu_util_peak = perGpu(`${formatPercent(peak)} %`, util, several, (g) => `${formatPercent(g.util.max)} %`)
   }
   const mem = t.gpus.filter((g): g is Gpu & { mem: Stat } => g.mem !== undefined)
   if (mem.length > 0) {
     /** The most GPU memory in use on one GPU, of its total when known (several: then each one's peak), e.g. "10.2 GiB of 80 GiB". */
-    out.gpu_memory_peak = gpuMemory(mem, several, (s) => s.max)
+    out.system_gpu_memory_peak = gpuMemory(mem, several, (s) => s.max)
     /** The largest mean GPU memory in use on one GPU, of its total when known (several: then each one's mean), e.g. "9.1 GiB of 80 GiB". */
-    out.gpu_memory_mean = gpuMemory(mem, several, (s) => s.mean)
+    out.system_gpu_memory_mean = gpuMemory(mem, several, (s) => s.mean)
   }
   return out
 }

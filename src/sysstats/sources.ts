@@ -63,8 +63,10 @@ export function processGroupSource(pgid: number, proc = '/proc'): UsageSource {
         continue // ended meanwhile
       }
       // After the name: state, ppid, pgrp, …, utime (11), stime, cutime, cstime, …, rss (21).
-      if (!f || Number(f[2]) !== pgid || f[0] === 'Z') continue
-      found = true
+      if (!f || Number(f[2]) !== pgid) continue
+      // A zombie's time still counts (it moves to its parent's cutime once reaped, not before),
+      // but only a live process says the group still runs.
+      if (f[0] !== 'Z') found = true
       cpuTicks += Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])
       rssPages += Number(f[21])
     }

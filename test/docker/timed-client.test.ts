@@ -11,21 +11,24 @@ t.test("the engine's short requests are timed by operation, failures told; long 
     t.ok(seconds >= 0)
     told.push([op, ok])
   })
+  await t.rejects(docker.create({ name: 'new', image: 'not/here:1', env: [], labels: {}, binds: [] }), /No such image/)
   const spec = { name: 'c', image: 'img', env: [], labels: {}, binds: [] }
   const id = await docker.create(spec)
   await docker.start(id)
   await docker.inspectContainer(id)
-  engine.failNext('stop', new DockerError('cannot stop (fake)', 500))
-  await t.rejects(docker.stop(id, 1))
   const exit = docker.wait(id) // lasts as long as the container: not timed
-  await docker.stop(id, 1)
+  await docker.stop(id, 1) // lasts the program's shutdown: not timed
   await exit
+  engine.failNext('remove', new DockerError('cannot remove (fake)', 500))
+  await t.rejects(docker.remove(id))
+  await docker.remove(id)
   t.same(told, [
+    ['create', true], // no such image: how a pull begins, not a failure
     ['create', true],
     ['start', true],
     ['inspect', true],
-    ['stop', false],
-    ['stop', true],
+    ['remove', false],
+    ['remove', true],
   ])
   t.equal((docker as unknown as FakeContainerClient).containers, engine.containers, 'everything else is the client itself')
 })

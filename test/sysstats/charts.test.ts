@@ -1,4 +1,5 @@
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import pino from 'pino'
@@ -61,7 +62,8 @@ function rig(t: Test, opts: { gpus?: GpuReader; clock?: TestClock } = {}) {
 t.test('samples 1 s, 2 s and 4 s in, then every interval; at the end the chart and readable fields', async (t) => {
   const r = rig(t)
   const charts = r.make()
-  await charts.watch(r.target())
+  charts.watch(r.target())
+  await until(() => r.clock.pending === 1, 'the first wait')
   t.same(r.clock.sleeps, [1000], 'the first reading a second in')
   await r.step(1000)
   await r.step(2000)
@@ -69,9 +71,9 @@ t.test('samples 1 s, 2 s and 4 s in, then every interval; at the end the chart a
   await r.step(5000)
   t.same(r.clock.sleeps.slice(0, 5), [1000, 2000, 4000, 5000, 5000])
   const fields = await charts.finish(ID, r.resultsDir)
-  t.equal(fields.peak_memory, '1.4 GiB', 'the largest reading')
-  t.match(fields.mean_cpu, /^100 % \(1\.0 cores\)$/, 'one core busy throughout')
-  t.notOk('gpu_util_mean' in fields, 'no GPUs: no GPU fields')
+  t.equal(fields.system_peak_memory, '1.4 GiB', 'the largest reading')
+  t.match(fields.system_mean_cpu, /^100 % \(1\.0 cores\)$/, 'one core busy throughout')
+  t.notOk('system_gpu_util_mean' in fields, 'no GPUs: no GPU fields')
   const svg = readFileSync(path.join(r.resultsDir, CHART_FILE), 'utf8')
   t.match(svg, /^(<\?xml[^>]*\?>\s*)?<svg[^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/)
   t.match(svg, /CPU/)
@@ -91,7 +93,7 @@ t.test('samples 1 s, 2 s and 4 s in, then every interval; at the end the chart a
 t.test('a run that ends before its first reading: no chart, no fields', async (t) => {
   const r = rig(t)
   const charts = r.make()
-  await charts.watch(r.target())
+  charts.watch(r.target())
   const fields = await charts.finish(ID, r.resultsDir)
   t.same(fields, {})
   t.notOk(existsSync(path.join(r.resultsDir, CHART_FILE)))
@@ -100,7 +102,7 @@ t.test('a run that ends before its first reading: no chart, no fields', async (t
 t.test('sampling stops by itself when the program no longer runs, and goes on through failed readings', async (t) => {
   const r = rig(t)
   const charts = r.make()
-  await charts.watch(r.target())
+  charts.watch(r.target())
   await r.step(1000)
   r.program.fail = true
   await r.step(2000)
@@ -111,13 +113,13 @@ t.test('sampling stops by itself when the program no longer runs, and goes on th
   await until(() => r.clock.pending === 0, 'the watch to end')
   t.pass('no more readings once it ended')
   const fields = await charts.finish(ID, r.resultsDir)
-  t.ok(fields.peak_memory, 'the reading before the failure counts')
+  t.ok(fields.system_peak_memory, 'the reading before the failure counts')
 })
 
 t.test('a long run: the chart is written every chartEveryMs while it runs, the samples every saveEveryMs', async (t) => {
   const r = rig(t)
   const charts = r.make()
-  await charts.watch(r.target())
+  charts.watch(r.target())
   await r.step(1000)
   await r.step(2000)
   await r.step(4000)
@@ -134,7 +136,7 @@ t.test('a long run: the chart is written every chartEveryMs while it runs, the s
 t.test('after a restart: the samples go on from what was written down, and the end uses them all', async (t) => {
   const r = rig(t)
   const first = r.make()
-  await first.watch(r.target())
+  first.watch(r.target())
   await r.step(1000)
   await r.step(2000)
   await first.close() // FGMachine shuts down; the container runs on
@@ -144,12 +146,12 @@ t.test('after a restart: the samples go on from what was written down, and the e
 
   const second = r.make()
   r.program.memory = 5 * GIB
-  await second.watch(r.target())
+  second.watch(r.target())
   await r.step(1000)
   await r.step(2000)
   const fields = await second.finish(ID, r.resultsDir)
-  t.equal(fields.peak_memory, '5.2 GiB', 'the readings after the restart count')
-  t.ok(fields.mean_cpu, 'and CPU goes on from a fresh baseline')
+  t.equal(fields.system_peak_memory, '5.2 GiB', 'the readings after the restart count')
+  t.ok(fields.system_mean_cpu, 'and CPU goes on from a fresh baseline')
 
   // A restart after the end, before the reports: the fields again, from the file alone.
   await second.close()
@@ -163,9 +165,9 @@ t.test('an unreadable samples file is left out, not fatal', async (t) => {
   await nodeDisk.writeAtomic(r.stateFile, '{"title": "x", "series": {"v": 99}}')
   const charts = r.make()
   t.same(await charts.finish(ID, r.resultsDir), {})
-  await charts.watch(r.target())
+  charts.watch(r.target())
   await r.step(1000)
-  t.ok((await charts.finish(ID, r.resultsDir)).peak_memory, 'a fresh series instead')
+  t.ok((await charts.finish(ID, r.resultsDir)).system_peak_memory, 'a fresh series instead')
 })
 
 t.test("GPU experiments: their GPUs' readings, by host index, in the chart and the fields", async (t) => {
@@ -176,16 +178,62 @@ t.test("GPU experiments: their GPUs' readings, by host index, in the chart and t
     '2, GPU-cccccccc-0000-0000-0000-000000000000, NVIDIA H100, 81559, 40960, 50, Disabled\n'
   const r = rig(t, { clock, gpus: new GpuReader(pino({ level: 'silent' }), clock, 2500, smi) })
   const charts = r.make()
-  await charts.watch(r.target({ gpus: [0, 2] }))
+  charts.watch(r.target({ gpus: [0, 2] }))
   await r.step(1000)
   await r.step(2000)
   const fields = await charts.finish(ID, r.resultsDir)
-  t.match(fields.gpu_util_mean, /^69 % \(GPU 0: 87 %, GPU 2: 50 %\)$/, 'its two GPUs, not GPU 1')
-  t.match(fields.gpu_util_peak, /87 %/)
-  t.match(fields.gpu_memory_peak, /^40 GiB of 79\.6 GiB/)
+  t.match(fields.system_gpu_util_mean, /^69 % \(GPU 0: 87 %, GPU 2: 50 %\)$/, 'its two GPUs, not GPU 1')
+  t.match(fields.system_gpu_util_peak, /87 %/)
+  t.match(fields.system_gpu_memory_peak, /^40 GiB of 79\.6 GiB/)
   const svg = readFileSync(path.join(r.resultsDir, CHART_FILE), 'utf8')
   t.match(svg, /GPU utilisation/i)
   t.match(svg, /GPU 0/)
   t.match(svg, /GPU 2/)
   t.notMatch(svg, /GPU 1\b/)
+})
+
+t.test("the experiment's folder is its own: a link or a pipe named like the chart is left alone, never followed or read", async (t) => {
+  for (const kind of ['symlink', 'fifo'] as const) {
+    const r = rig(t)
+    const victim = path.join(r.dir, 'victim.json')
+    writeFileSync(victim, '{"keep": true}')
+    if (kind === 'symlink') symlinkSync(victim, path.join(r.resultsDir, CHART_FILE))
+    else execFileSync('mkfifo', [path.join(r.resultsDir, CHART_FILE)])
+    const charts = r.make()
+    charts.watch(r.target())
+    await r.step(1000)
+    const fields = await charts.finish(ID, r.resultsDir)
+    t.ok(fields.system_peak_memory, `${kind}: the fields all the same`)
+    t.equal(readFileSync(victim, 'utf8'), '{"keep": true}', `${kind}: what it points at is untouched`)
+    t.ok(lstatSync(path.join(r.resultsDir, CHART_FILE))[kind === 'symlink' ? 'isSymbolicLink' : 'isFIFO'](), `${kind}: left as it was`)
+  }
+})
+
+t.test('a write that fails (disk full a moment) is said and sampling goes on; a reading that hangs does not hold up the end', async (t) => {
+  const r = rig(t)
+  let refuse = 1
+  const disk = { ...nodeDisk, writeAtomic: (file: string, data: string) => (refuse-- > 0 ? Promise.reject(new Error('ENOSPC (test)')) : nodeDisk.writeAtomic(file, data)) }
+  const charts = new SystemCharts({ dir: r.stateDir, disk, log: pino({ level: 'silent' }), clock: r.clock, sampleMs: 5000, chartEveryMs: 0, saveEveryMs: 5000 })
+  charts.watch(r.target())
+  await r.step(1000)
+  await r.step(2000)
+  await r.step(4000) // the first save, refused
+  await r.step(5000)
+  await r.step(5000) // saved
+  await until(() => existsSync(r.stateFile), 'the samples written down after all')
+  t.notOk(existsSync(path.join(r.resultsDir, CHART_FILE)), 'chartEveryMs 0: no chart while it runs')
+  // The program's reading never comes back (Docker wedged): the end goes on without it.
+  let hang = false
+  const source = r.target().source
+  charts.watch(r.target({ source: () => (hang ? new Promise(() => {}) : source()) }))
+  await r.step(1000)
+  hang = true
+  await until(() => r.clock.pending === 1, 'the next wait')
+  r.clock.advance(2000)
+  const t0 = Date.now()
+  const alive = setTimeout(() => {}, 10_000) // the stop's own timer does not keep a process alive
+  const fields = await charts.finish(ID, r.resultsDir)
+  clearTimeout(alive)
+  t.ok(Date.now() - t0 < 5000, 'finished without the hung reading')
+  t.ok(fields.system_peak_memory)
 })

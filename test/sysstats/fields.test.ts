@@ -28,12 +28,12 @@ t.test('no samples: no fields', async (t) => {
 t.test('CPU and memory only: no GPU fields', async (t) => {
   const f = systemFields({ samples: 10, cpu: { mean: 153.2, max: 398 }, mem: { mean: 0.9 * GiB, max: 1.21 * GiB }, gpus: [] })
   t.strictSame(f, {
-    peak_memory: '1.21 GiB',
-    mean_cpu: '153 % (1.5 cores)',
-    peak_cpu: '398 % (4.0 cores)',
+    system_peak_memory: '1.21 GiB',
+    system_mean_cpu: '153 % (1.5 cores)',
+    system_peak_cpu: '398 % (4.0 cores)',
   })
-  t.strictSame(systemFields({ samples: 3, mem: { mean: 700 * MiB, max: 812 * MiB }, gpus: [] }), { peak_memory: '812 MiB' }, 'no CPU readings: no CPU fields')
-  t.strictSame(systemFields({ samples: 3, cpu: { mean: 3.4, max: 12 }, gpus: [] }), { mean_cpu: '3.4 % (0.03 cores)', peak_cpu: '12 % (0.1 cores)' })
+  t.strictSame(systemFields({ samples: 3, mem: { mean: 700 * MiB, max: 812 * MiB }, gpus: [] }), { system_peak_memory: '812 MiB' }, 'no CPU readings: no CPU fields')
+  t.strictSame(systemFields({ samples: 3, cpu: { mean: 3.4, max: 12 }, gpus: [] }), { system_mean_cpu: '3.4 % (0.03 cores)', system_peak_cpu: '12 % (0.1 cores)' })
   t.strictSame(systemFields({ samples: 3, gpus: [{ index: 0, memTotal: 81_920 }] }), {}, 'a GPU with only its total: nothing measured')
 })
 
@@ -45,16 +45,16 @@ t.test('one GPU', async (t) => {
     gpus: [{ index: 3, util: { mean: 87.2, max: 100 }, mem: { mean: 9.1 * 1024, max: 10.2 * 1024 }, memTotal: 80 * 1024 }],
   })
   t.strictSame(f, {
-    peak_memory: '2 GiB',
-    mean_cpu: '100 % (1.0 cores)',
-    peak_cpu: '101 % (1.0 cores)',
-    gpu_util_mean: '87 %',
-    gpu_util_peak: '100 %',
-    gpu_memory_peak: '10.2 GiB of 80 GiB',
-    gpu_memory_mean: '9.1 GiB of 80 GiB',
+    system_peak_memory: '2 GiB',
+    system_mean_cpu: '100 % (1.0 cores)',
+    system_peak_cpu: '101 % (1.0 cores)',
+    system_gpu_util_mean: '87 %',
+    system_gpu_util_peak: '100 %',
+    system_gpu_memory_peak: '10.2 GiB of 80 GiB',
+    system_gpu_memory_mean: '9.1 GiB of 80 GiB',
   })
   const noTotal = systemFields({ samples: 1, gpus: [{ index: 0, mem: { mean: 812, max: 812 } }] })
-  t.strictSame(noTotal, { gpu_memory_peak: '812 MiB', gpu_memory_mean: '812 MiB' }, 'no total known: no "of"; no utilisation read: no utilisation fields')
+  t.strictSame(noTotal, { system_gpu_memory_peak: '812 MiB', system_gpu_memory_mean: '812 MiB' }, 'no total known: no "of"; no utilisation read: no utilisation fields')
 })
 
 t.test('two GPUs: the overall value, then each GPU', async (t) => {
@@ -66,18 +66,18 @@ t.test('two GPUs: the overall value, then each GPU', async (t) => {
     ],
   })
   t.strictSame(f, {
-    gpu_util_mean: '84 % (GPU 0: 90 %, GPU 1: 78 %)',
-    gpu_util_peak: '100 % (GPU 0: 100 %, GPU 1: 97 %)',
-    gpu_memory_peak: '10.2 GiB of 80 GiB (GPU 0: 9.8 GiB, GPU 1: 10.2 GiB)',
-    gpu_memory_mean: '8 GiB of 80 GiB (GPU 0: 7 GiB, GPU 1: 8 GiB)',
+    system_gpu_util_mean: '84 % (GPU 0: 90 %, GPU 1: 78 %)',
+    system_gpu_util_peak: '100 % (GPU 0: 100 %, GPU 1: 97 %)',
+    system_gpu_memory_peak: '10.2 GiB of 80 GiB (GPU 0: 9.8 GiB, GPU 1: 10.2 GiB)',
+    system_gpu_memory_mean: '8 GiB of 80 GiB (GPU 0: 7 GiB, GPU 1: 8 GiB)',
   })
   const oneReads = systemFields({ samples: 5, gpus: [{ index: 0, memTotal: 100 }, { index: 1, util: { mean: 50, max: 60 } }] })
-  t.strictSame(oneReads, { gpu_util_mean: '50 % (GPU 1: 50 %)', gpu_util_peak: '60 % (GPU 1: 60 %)' }, 'two GPUs, one read: it is named')
+  t.strictSame(oneReads, { system_gpu_util_mean: '50 % (GPU 1: 50 %)', system_gpu_util_peak: '60 % (GPU 1: 60 %)' }, 'two GPUs, one read: it is named')
 })
 
 t.test('from a series: what was measured, nothing else', async (t) => {
   const s = new SystemSeries({ maxPoints: 4 })
   for (let i = 0; i < 20; i++) s.add({ t: i * 1000, memoryBytes: (i + 1) * 100 * MiB, gpus: [{ index: 0, utilPct: i % 2 ? 100 : 50 }] })
   const f = systemFields(s.totals() satisfies Totals)
-  t.strictSame(f, { peak_memory: '1.95 GiB', gpu_util_mean: '75 %', gpu_util_peak: '100 %' })
+  t.strictSame(f, { system_peak_memory: '1.95 GiB', system_gpu_util_mean: '75 %', system_gpu_util_peak: '100 %' })
 })

@@ -31,8 +31,10 @@ t.test('a process group: CPU ticks of its live processes and their reaped childr
     { pid: 200, pgrp: 200, utime: 5000, stime: 0, rss: 99999 },
   ])
   const usage = await processGroupSource(100, proc)()
-  t.same(usage, { cpuNs: 5 * 1e9, memoryBytes: 1500 * 4096 }, 'zombies and other groups are left out; a name with ") " is read right')
+  t.same(usage, { cpuNs: ((400 + 100 + 1998) / 100) * 1e9, memoryBytes: 1500 * 4096 }, 'a zombie\'s time counts until it is reaped, other groups are left out; a name with ") " is read right')
   t.equal(await processGroupSource(300, proc)(), undefined, 'no process left in the group: it no longer runs')
+  const onlyZombie = fakeProc([{ pid: 400, pgrp: 400, state: 'Z', utime: 10, stime: 0, rss: 0 }])
+  t.equal(await processGroupSource(400, onlyZombie)(), undefined, 'only a zombie left: it no longer runs')
 })
 
 t.test('a real process group on this machine', { skip: process.platform !== 'linux' && 'Linux only' }, async (t) => {
