@@ -82,6 +82,17 @@ t.test('a bad kill grace is named', async (t) => {
   t.equal(loadConfig({ ...BASE, FGMACHINE_KILL_GRACE_S: '2.5' }, CWD).killGraceMs, 2500)
 })
 
+t.test('the system charts: sampling and chart intervals, each with its bounds named', async (t) => {
+  const c = loadConfig(BASE, CWD)
+  t.equal(c.sampleMs, 5000)
+  t.equal(c.chartEveryMs, 1_800_000)
+  t.equal(loadConfig({ ...BASE, FGMACHINE_SAMPLE_S: '0' }, CWD).sampleMs, 0, '0: no system charts')
+  t.equal(loadConfig({ ...BASE, FGMACHINE_CHART_EVERY_S: '0' }, CWD).chartEveryMs, 0, '0: only at the end')
+  t.match(problems(t, { ...BASE, FGMACHINE_SAMPLE_S: '0.01' })[0], /^FGMACHINE_SAMPLE_S must be at least 0.1 s/)
+  t.match(problems(t, { ...BASE, FGMACHINE_SAMPLE_S: 'often' })[0], /^FGMACHINE_SAMPLE_S must be a number of seconds/)
+  t.match(problems(t, { ...BASE, FGMACHINE_CHART_EVERY_S: '30' })[0], /^FGMACHINE_CHART_EVERY_S must be 0 \(the chart only at the end\) or at least 60 seconds/)
+})
+
 t.test('blank paths and host are named', async (t) => {
   for (const name of ['HOST', 'FGMACHINE_PROJECTS', 'FGMACHINE_DATA_DIR']) {
     const [p] = problems(t, { ...BASE, [name]: '   ' })
