@@ -124,7 +124,7 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
   const scheduler = new Scheduler(gpus.map((g) => g.index))
   const logHub = new LogHub()
   const docker = timedClient(
-    opts.containerClient ?? new DockerContainerClient(config.dockerHost, { pullStallMs: config.pullStallMs, onPulled: (ok, seconds) => metrics.pulled(ok, seconds) }),
+    opts.containerClient ?? new DockerContainerClient(config.dockerHost, { pullStallMs: config.pullStallMs, onPulled: (ok, seconds, bytes) => metrics.pulled(ok, seconds, bytes) }),
     (op, seconds, ok) => metrics.dockerRequested(op, seconds, ok),
   )
   metrics.observe({ scheduler, gpus: gpus.map((g) => g.index), outbox })

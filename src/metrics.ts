@@ -56,6 +56,7 @@ export class Metrics {
   readonly submitToRunning: Histogram
   readonly imagePulls: Counter<'result'>
   readonly imagePull: Histogram
+  readonly imagePullBytes: Counter
   readonly reportsGivenUp: Counter
   readonly fglabRequestErrors: Counter<'kind' | 'call'>
   readonly fglabRequest: Histogram<'call'>
@@ -100,6 +101,7 @@ export class Metrics {
       buckets: [1, 5, 10, 30, 60, 120, 300, 600, 1800],
       registers,
     })
+    this.imagePullBytes = new Counter({ name: `${p}image_pull_bytes_total`, help: 'Bytes image pulls downloaded (layers already here not counted)', registers })
     this.reportsGivenUp = new Counter({ name: `${p}reports_given_up_total`, help: 'Reports to FGLab given up (FGLab refuses them)', registers })
     this.fglabRequestErrors = new Counter({
       name: `${p}fglab_request_errors_total`,
@@ -201,9 +203,10 @@ export class Metrics {
   }
 
   /** An image pull ended (image-puller.ts). */
-  pulled(ok: boolean, seconds: number): void {
+  pulled(ok: boolean, seconds: number, bytes = 0): void {
     this.imagePulls.inc({ result: ok ? 'success' : 'fail' })
     this.imagePull.observe(seconds)
+    if (bytes > 0) this.imagePullBytes.inc(bytes)
   }
 
   /** A request to FGLab was answered, or failed (client.ts `onRequest`). */

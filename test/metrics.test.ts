@@ -34,6 +34,7 @@ t.test('every metric is in the exposition with its help, prefixed fgmachine_, on
     ['fgmachine_submit_to_running_seconds', 'histogram'],
     ['fgmachine_image_pulls_total', 'counter'],
     ['fgmachine_image_pull_seconds', 'histogram'],
+    ['fgmachine_image_pull_bytes_total', 'counter'],
     ['fgmachine_reports_given_up_total', 'counter'],
     ['fgmachine_fglab_request_errors_total', 'counter'],
     ['fgmachine_fglab_request_seconds', 'histogram'],
@@ -65,7 +66,7 @@ t.test('counters and histograms move as experiments start and end', async (t) =>
   m.ended({ exitCode: 0, endedMs: 61_500 }, false, 1_500)
   m.ended({ exitCode: 2, endedMs: 10_000 }, false, 9_000)
   m.ended({ exitCode: null, error: 'failed to start: x' }, false)
-  m.pulled(true, 12)
+  m.pulled(true, 12, 5_000_000)
   m.pulled(false, 0.5)
   m.reportsGivenUp.inc()
   m.fglabRequested('update', 0.02, new FglabError('x', 503, true))
@@ -89,6 +90,7 @@ t.test('counters and histograms move as experiments start and end', async (t) =>
   t.equal(sumOf(s, 'fgmachine_image_pulls_total', { result: 'success' }), 1)
   t.equal(sumOf(s, 'fgmachine_image_pulls_total', { result: 'fail' }), 1)
   t.equal(sumOf(s, 'fgmachine_image_pull_seconds_sum'), 12.5)
+  t.equal(sumOf(s, 'fgmachine_image_pull_bytes_total'), 5_000_000)
   t.equal(sumOf(s, 'fgmachine_reports_given_up_total'), 1)
   t.equal(sumOf(s, 'fgmachine_fglab_request_errors_total', { kind: 'http_5xx', call: 'update' }), 1)
   t.equal(sumOf(s, 'fgmachine_fglab_request_errors_total', { kind: 'unreachable', call: 'register' }), 1, 'registration calls count too')

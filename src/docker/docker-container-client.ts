@@ -28,7 +28,7 @@ export interface DockerClientOptions {
   /** For DOCKER_CONFIG, HOME and the credential helpers' PATH (default process.env). */
   env?: NodeJS.ProcessEnv
   /** Told when an image pull ends (src/metrics.ts). */
-  onPulled?: (ok: boolean, seconds: number) => void
+  onPulled?: (ok: boolean, seconds: number, bytes: number) => void
 }
 
 /** The ContainerClient over dockerode: dockerode's types stop here. */

@@ -14,8 +14,8 @@ export interface ImagePullerOptions {
   /** How long to wait for the registry's answer to whether an image can be pulled (ms, default 30 s). */
   statusTimeoutMs?: number
   clock?: Clock
-  /** Told when a pull ends, once per pull however many starts share it (fgmachine_image_pulls_total). */
-  onPulled?: (ok: boolean, seconds: number) => void
+  /** Told when a pull ends, once per pull however many starts share it (fgmachine_image_pulls_total): how, how long, how many bytes it downloaded. */
+  onPulled?: (ok: boolean, seconds: number, bytes: number) => void
 }
 
 interface Listener {
@@ -28,6 +28,8 @@ interface Pull {
   listeners: Set<Listener>
   /** Told so far, for those who join later. */
   warnings: string[]
+  /** Downloaded so far (its last progress). */
+  bytes: number
 }
 
 /** The image side of the Docker client: one pull per image, shared by whoever needs it, with the host's credentials. */
@@ -80,7 +82,7 @@ export class ImagePuller {
   }
 
   #start(image: string, policy: PullPolicy): Pull {
-    const pull: Pull = { done: Promise.resolve(), listeners: new Set(), warnings: [] }
+    const pull: Pull = { done: Promise.resolve(), listeners: new Set(), warnings: [], bytes: 0 }
     const each = (f: (l: Listener) => void) => {
       for (const l of pull.listeners) {
         try {
@@ -105,7 +107,10 @@ export class ImagePuller {
           auth: resolved.auth,
           progressIntervalMs: this.opts.progressIntervalMs,
           clock: this.opts.clock,
-          onProgress: (p) => each((l) => l.onProgress?.(p)),
+          onProgress: (p) => {
+            pull.bytes = p.downloadedBytes
+            each((l) => l.onProgress?.(p))
+          },
         })
       } catch (err) {
         throw await this.#explain(image, policy, resolved, err)
@@ -113,7 +118,7 @@ export class ImagePuller {
     })()
     const ended = (ok: boolean) => {
       this.#pulls.delete(image)
-      this.opts.onPulled?.(ok, Math.max(0, clock.now() - began) / 1000)
+      this.opts.onPulled?.(ok, Math.max(0, clock.now() - began) / 1000, pull.bytes)
     }
     // Its failure is each waiter's to handle; this handles it too, so none waiting is no unhandled rejection.
     void pull.done.then(

@@ -12,13 +12,14 @@ import { ImagePuller } from '../../src/docker/image-puller.js'
  */
 function engine(present: Set<string>) {
   const docker = new Docker({ socketPath: '/nonexistent/docker.sock' })
-  const pulls: Array<{ image: string; auth: unknown; finish: (error?: string) => void }> = []
+  const pulls: Array<{ image: string; auth: unknown; finish: (error?: string, bytes?: number) => void }> = []
   docker.pull = (async (image: string, opts: { authconfig?: unknown }) => {
     const s = new PassThrough()
     pulls.push({
       image,
       auth: opts.authconfig,
-      finish: (error) => {
+      finish: (error, bytes = 0) => {
+        if (bytes) s.write(JSON.stringify({ status: 'Downloading', id: 'layer1', progressDetail: { current: bytes, total: bytes } }) + '\r\n')
         s.end(JSON.stringify(error ? { error, errorDetail: { message: error } } : { status: `Status: Downloaded newer image for ${image}` }) + '\r\n')
         if (!error) present.add(image)
       },
@@ -121,21 +122,21 @@ t.test('onPulled: once per pull, however many starts share it, with its result a
     now: () => now,
     sleep: (_ms: number, signal?: AbortSignal) => new Promise<void>((_, reject) => signal?.addEventListener('abort', () => reject(signal.reason as Error), { once: true })),
   }
-  const told: Array<[boolean, number]> = []
-  const puller = new ImagePuller(docker, { pullStallMs: 60_000, auth: { configDir: configDir(t, '{}') }, clock, onPulled: (ok, s) => told.push([ok, s]) })
+  const told: Array<[boolean, number, number]> = []
+  const puller = new ImagePuller(docker, { pullStallMs: 60_000, auth: { configDir: configDir(t, '{}') }, clock, onPulled: (ok, s, bytes) => told.push([ok, s, bytes]) })
   await puller.ensure('team/here:1')
   t.same(told, [], 'here: no pull, nothing told')
   const a = puller.ensure('team/new:1')
   const b = puller.ensure('team/new:1')
   await until(() => pulls.length === 1)
   now += 2_500
-  pulls[0]!.finish()
+  pulls[0]!.finish(undefined, 123_456)
   await Promise.all([a, b])
-  t.same(told, [[true, 2.5]], 'two starts, one pull told')
+  t.same(told, [[true, 2.5, 123_456]], 'two starts, one pull told, with the bytes it downloaded')
   const c = puller.ensure('team/bad:1')
   await until(() => pulls.length === 2)
   now += 500
   pulls[1]!.finish('manifest unknown')
   await t.rejects(c)
-  t.same(told, [[true, 2.5], [false, 0.5]], 'a failed pull is told failed')
+  t.same(told, [[true, 2.5, 123_456], [false, 0.5, 0]], 'a failed pull is told failed')
 })
