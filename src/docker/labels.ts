@@ -25,6 +25,8 @@ export const LABELS = {
   keepResults: 'fgmachine.keep-results',
   /** The project's run-time limit in seconds, if any. */
   timeout: 'fgmachine.timeout',
+  /** "false" when the project turned the system charts off (absent: on). */
+  charts: 'fgmachine.system-charts',
   /**
    * The data folder of the FGMachine that made it, as the Docker host sees it:
    * with the engine, the identity of one FGMachine (a lock keeps one per data
@@ -48,7 +50,7 @@ export function ownership(labels: Record<string, string>, machineId: string, dat
 }
 
 /** What a container's labels say of its experiment: enough to take it up again with no journal record. */
-export type LabelledRun = Pick<RunRecord, 'id' | 'projectId' | 'lease' | 'resultsDir' | 'keepResults' | 'timeoutS'>
+export type LabelledRun = Pick<RunRecord, 'id' | 'projectId' | 'lease' | 'resultsDir' | 'keepResults' | 'timeoutS' | 'charts'>
 
 /** The labels of an experiment's container. `runFromLabels` reads them back. */
 export function runLabels(run: LabelledRun, machineId: string | undefined, dataKey?: string): Record<string, string> {
@@ -63,6 +65,7 @@ export function runLabels(run: LabelledRun, machineId: string | undefined, dataK
     [LABELS.results]: run.resultsDir,
     [LABELS.keepResults]: String(run.keepResults),
     [LABELS.timeout]: run.timeoutS === undefined ? '' : String(run.timeoutS),
+    ...(run.charts === false && { [LABELS.charts]: 'false' }),
   }
 }
 
@@ -87,6 +90,7 @@ export function runFromLabels(labels: Record<string, string>): LabelledRun | und
     resultsDir,
     keepResults: labels[LABELS.keepResults] === 'true',
     timeoutS: timeoutS > 0 ? timeoutS : undefined,
+    ...(labels[LABELS.charts] === 'false' && { charts: false as const }),
     lease: { experimentId: id, projectId, cpuUnits, gpus },
   }
 }

@@ -59,7 +59,7 @@ export class DockerRuntime implements Runtime {
   containerSpec(spec: LaunchSpec): ContainerSpec {
     const p = spec.project
     const labels = runLabels(
-      { id: spec.experimentId, projectId: p.id, lease: spec.lease, resultsDir: spec.resultsDir, keepResults: p.keep_results, timeoutS: p.timeout },
+      { id: spec.experimentId, projectId: p.id, lease: spec.lease, resultsDir: spec.resultsDir, keepResults: p.keep_results, timeoutS: p.timeout, charts: p.system_charts ? undefined : false },
       spec.machineId,
       this.dataKey(),
     )

@@ -45,6 +45,8 @@ export async function recover(host: RecoveryHost): Promise<void> {
     if (owned.has(id) || host.outbox.pending(id) > 0) continue
     await ledgers.remove(id).catch((err: Error) => log.warn({ experimentId: id, err: err.message }, 'cannot remove a ledger left behind yet'))
   }
+  // So are the system samples of an experiment done (a crash between its ledger's removal and theirs).
+  await host.ctx.system?.sweep(owned)
 }
 
 /**

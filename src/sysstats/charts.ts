@@ -127,6 +127,15 @@ export class SystemCharts {
     await this.opts.disk.remove(this.#file(experimentId)).catch((err: unknown) => this.#warn(experimentId, 'could not remove the system samples', err))
   }
 
+  /** Remove the samples of every experiment but these (at start: those left by a crash once their experiment was done). */
+  async sweep(keep: ReadonlySet<string>): Promise<void> {
+    for (const name of await this.opts.disk.list(this.opts.dir).catch(() => [])) {
+      const m = /^([0-9a-f]{24})\.system\.json$/.exec(name)
+      if (!m || keep.has(m[1]!) || this.#watches.has(m[1]!)) continue
+      await this.opts.disk.remove(path.join(this.opts.dir, name)).catch((err: unknown) => this.#warn(m[1]!, 'could not remove system samples left behind', err))
+    }
+  }
+
   /** Let every watch go (FGMachine shuts down; the samples are written down). */
   async close(): Promise<void> {
     await Promise.all([...this.#watches.keys()].map((id) => this.stop(id)))

@@ -143,10 +143,15 @@ function compact(xy: Array<[number, number]>): { x0: string; y0: string; rest: s
 }
 
 /** The runs of consecutive defined values: a run of one is a dot, longer ones a path. */
-function runs(values: Array<number | undefined>): Array<Array<[number, number]>> {
+function runs(values: Array<number | undefined>, gapBefore: ReadonlySet<number> = new Set()): Array<Array<[number, number]>> {
   const out: Array<Array<[number, number]>> = []
   let cur: Array<[number, number]> = []
   values.forEach((v, i) => {
+    // A gap in time (FGMachine was down) breaks the line as a missing value does.
+    if (gapBefore.has(i) && cur.length) {
+      out.push(cur)
+      cur = []
+    }
     if (v === undefined || !Number.isFinite(v)) {
       if (cur.length) out.push(cur)
       cur = []
@@ -156,7 +161,22 @@ function runs(values: Array<number | undefined>): Array<Array<[number, number]>>
   return out
 }
 
-function renderPanel(p: Panel, y0: number, xs: number[], ticks: Array<{ t: number; label: string }>, xOf: (t: number) => number): string {
+/**
+ * The points after a stretch without samples (FGMachine stopped while the
+ * experiment ran on): a gap over a minute and over ten times the usual step
+ * between points. Lines are not drawn across it.
+ */
+export function timeGaps(points: readonly SeriesPoint[]): Set<number> {
+  const steps = points.slice(1).map((p, i) => p.t0 - points[i]!.t1)
+  const usual = [...steps].sort((a, b) => a - b)[Math.floor(steps.length / 2)] ?? 0
+  const gaps = new Set<number>()
+  steps.forEach((s, i) => {
+    if (s > 60_000 && s > 10 * usual) gaps.add(i + 1)
+  })
+  return gaps
+}
+
+function renderPanel(p: Panel, y0: number, xs: number[], gaps: ReadonlySet<number>, ticks: Array<{ t: number; label: string }>, xOf: (t: number) => number): string {
   const out: string[] = []
   const top = y0 + PANEL_TITLE_H
   const bottom = top + PLOT_H
@@ -188,7 +208,7 @@ function renderPanel(p: Panel, y0: number, xs: number[], ticks: Array<{ t: numbe
   // Bands under the lines, then the lines, then the marks on top.
   for (const line of p.lines) {
     if (!line.band) continue
-    const d = runs(line.band)
+    const d = runs(line.band, gaps)
       .filter((r) => r.length > 1)
       .map((r) => {
         const { x0, y0, rest } = compact(r.map(([i, v]) => [xs[i]!, yOf(v)]))
@@ -198,7 +218,7 @@ function renderPanel(p: Panel, y0: number, xs: number[], ticks: Array<{ t: numbe
     if (d) out.push(`<path d="${d}" fill="${line.colour}" fill-opacity="0.18" stroke="none"/>`)
   }
   for (const line of p.lines) {
-    const rs = runs(line.values)
+    const rs = runs(line.values, gaps)
     const d = rs
       .filter((r) => r.length > 1)
       .map((r) => {
@@ -333,9 +353,10 @@ export function renderSystemChart(series: SystemSeries, opts: { title: string; s
   const xOf = (t: number): number => LEFT + (t / domain) * PLOT_W
   // Each point at the middle of the time it covers.
   const xs = points.map((p) => xOf((p.t0 + p.t1) / 2 - start))
+  const gaps = timeGaps(points)
 
   const body = [head.svg]
-  ps.forEach((p, i) => body.push(renderPanel(p, head.height + i * PANEL_H, xs, ticks, xOf)))
+  ps.forEach((p, i) => body.push(renderPanel(p, head.height + i * PANEL_H, xs, gaps, ticks, xOf)))
   const captionY = head.height + ps.length * PANEL_H + 4
   body.push(`<text x="${LEFT + PLOT_W / 2}" y="${captionY}" font-size="11" fill="${MUTED}" text-anchor="middle">time since the first sample</text>`)
   return svgDocument(captionY + CAPTION_H - 8, opts.title, body.join('\n'))

@@ -7,6 +7,8 @@ t.test('labels written for a run read back as that run', async (t) => {
   const runs: LabelledRun[] = [
     { id, projectId: 'p', resultsDir: `/data/results/${id}`, keepResults: false, timeoutS: undefined, lease: { experimentId: id, projectId: 'p', cpuUnits: 250_000, gpus: [] } },
     { id, projectId: 'gpu-proj_1', resultsDir: `/r/${id}`, keepResults: true, timeoutS: 3600, lease: { experimentId: id, projectId: 'gpu-proj_1', cpuUnits: 0, gpus: [{ index: 1, units: 500_000 }, { index: 3, units: 1_000_000 }] } },
+    // system_charts: false holds for a run taken up from its labels alone.
+    { id, projectId: 'quiet', resultsDir: `/r/${id}`, keepResults: false, timeoutS: undefined, charts: false, lease: { experimentId: id, projectId: 'quiet', cpuUnits: 1000, gpus: [] } },
   ]
   for (const run of runs) {
     const labels = runLabels(run, 'aaaaaaaaaaaaaaaaaaaaaaaa')

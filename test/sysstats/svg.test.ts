@@ -1,6 +1,6 @@
 import t from 'tap'
 import { SystemSeries } from '../../src/sysstats/series.js'
-import { escapeXml, niceStep, renderSystemChart, timeTicks, yAxis } from '../../src/sysstats/svg.js'
+import { escapeXml, niceStep, renderSystemChart, timeGaps, timeTicks, yAxis } from '../../src/sysstats/svg.js'
 import type { SystemSample } from '../../src/sysstats/types.js'
 
 const T0 = 1_700_000_000_000
@@ -254,4 +254,22 @@ t.test('gaps: a missing stretch breaks the line; a lone reading is a dot', async
   t.ok(line)
   t.equal((line![1]!.match(/M/g) ?? []).length, 2, 'two runs of the line')
   t.equal((svg.match(/<circle /g) ?? []).length, 1, 'the lone 50 as a dot')
+})
+
+t.test('a stretch without samples (FGMachine down while the experiment ran on) breaks the lines', async (t) => {
+  const withGap = new SystemSeries()
+  const even = new SystemSeries()
+  const t0 = Date.UTC(2026, 11, 1)
+  for (let i = 0; i < 120; i++) {
+    withGap.add({ t: t0 + i * 5000 + (i >= 60 ? 30 * 60_000 : 0), cpuPct: 100 + i, memoryBytes: 2 ** 30 })
+    even.add({ t: t0 + i * 5000, cpuPct: 100 + i, memoryBytes: 2 ** 30 })
+  }
+  t.same([...timeGaps(withGap.points)], [60], 'the first point after the 30 min gap')
+  t.same([...timeGaps(even.points)], [], 'none in an even series')
+  const lineStarts = (svg: string) =>
+    [...svg.matchAll(/<path d="([^"]*)" fill="none" stroke="[^"]*" stroke-width="1\.5"/g)].reduce((n, m) => n + (m[1]!.match(/M/g)?.length ?? 0), 0)
+  const broken = renderSystemChart(withGap, { title: 'x' })
+  const whole = renderSystemChart(even, { title: 'x' })
+  t.equal(lineStarts(whole), 2, 'one line each for CPU and memory')
+  t.equal(lineStarts(broken), 4, 'each of them in two pieces')
 })
