@@ -134,14 +134,15 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
     const problem = p.image ? hostPaths.problem(p.resultsDir, 'results') : undefined
     return problem ? { field: 'results', message: problem } : undefined
   })
+  const chartsLog = log.child({ component: 'system-charts' })
   const system =
     config.sampleMs > 0
       ? new SystemCharts({
           dir: path.join(config.dataDir, 'experiments'),
           disk,
-          log: log.child({ component: 'system-charts' }),
+          log: chartsLog,
           clock,
-          gpus: gpus.length ? new GpuReader(log.child({ component: 'system-charts' }), clock, Math.max(1000, Math.min(config.sampleMs, 5000) / 2), opts.nvidiaSmi) : undefined,
+          gpus: gpus.length ? new GpuReader(chartsLog, clock, Math.max(1000, Math.min(config.sampleMs, 5000) / 2), opts.nvidiaSmi) : undefined,
           sampleMs: config.sampleMs,
           chartEveryMs: config.chartEveryMs,
         })

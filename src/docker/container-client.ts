@@ -127,6 +127,11 @@ export class DockerError extends Error {
   }
 }
 
+/** Docker's answer to a create whose image is not on the host (404 "No such image: …"): a pull is due, as the docker CLI does. */
+export function noSuchImage(err: unknown): boolean {
+  return err instanceof DockerError && err.statusCode === 404 && /no such image/i.test(err.message)
+}
+
 /**
  * The narrow seam between FGMachine and Docker: only what the domain needs.
  * The runner never sees dockerode; tests may put a fake here.

@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks'
-import { DockerError, type ContainerClient } from './container-client.js'
+import { noSuchImage, type ContainerClient } from './container-client.js'
 
 /**
  * The engine's short requests, by the name `fgmachine_docker_request_seconds`
@@ -35,8 +35,7 @@ export function timedClient(client: ContainerClient, observe: (op: string, secon
           throw err
         } finally {
           // A create for an image not on the host is how a pull begins (docker-runtime.ts), not a failure.
-          const expected = op === 'create' && failed instanceof DockerError && failed.statusCode === 404
-          observe(op, (performance.now() - t0) / 1000, failed === undefined || expected)
+          observe(op, (performance.now() - t0) / 1000, failed === undefined || (op === 'create' && noSuchImage(failed)))
         }
       }
     },

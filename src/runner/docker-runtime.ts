@@ -1,6 +1,7 @@
 import type { Logger } from 'pino'
 import {
   DockerError,
+  noSuchImage,
   type ContainerClient,
   type ContainerDetails,
   type ContainerOutput,
@@ -16,11 +17,6 @@ import type { Metrics } from '../metrics.js'
 import { realClock, type Clock } from '../util/clock.js'
 import { backoffDelay } from '../util/retry.js'
 import { KilledBeforeStartError, type ExitInfo, type LaunchSpec, type RunHandle, type Runtime } from './runtime.js'
-
-/** Docker's answer to a create whose image is not on the host (404 "No such image: …"). */
-function noSuchImage(err: unknown): boolean {
-  return err instanceof DockerError && err.statusCode === 404 && /no such image/i.test(err.message)
-}
 
 /** Maps a path FGMachine sees to the path the Docker host sees (identity unless FGMachine runs in a container). */
 export type HostPathMapper = (localPath: string) => string
@@ -114,22 +110,19 @@ export class DockerRuntime implements Runtime {
     const cs = this.containerSpec(spec)
     if (spec.killed.aborted) throw new KilledBeforeStartError()
     let startedAt = this.clock.now()
-    let id: string
-    if (policy === 'always') {
+    // The image is almost always here: made at once, and pulled only when Docker says it has
+    // no such image, as the docker CLI does (one request less on every start). `always` pulls first.
+    let id =
+      policy === 'always'
+        ? undefined
+        : await this.docker.create(cs).catch((err: unknown) => {
+            if (noSuchImage(err)) return undefined
+            throw err
+          })
+    if (id === undefined) {
       await ensureImage()
       startedAt = this.clock.now()
       id = await this.docker.create(cs)
-    } else {
-      // The image is almost always here: made at once, and pulled only when Docker says it
-      // has no such image, as the docker CLI does (one request less on every start).
-      try {
-        id = await this.docker.create(cs)
-      } catch (err) {
-        if (!noSuchImage(err)) throw err
-        await ensureImage()
-        startedAt = this.clock.now()
-        id = await this.docker.create(cs)
-      }
     }
     let disposed = false
     const dispose = async () => {
