@@ -1,6 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import type { Test } from 'tap'
+import { FakeFglab } from './fake-fglab.js'
+import { removeContainersLabelled } from './images.js'
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 
@@ -105,4 +110,21 @@ export async function spawnMachine(opts: ChildMachineOptions): Promise<ChildMach
       return exited
     },
   }
+}
+
+/**
+ * A folder and a fake FGLab for machines run as child processes; when the
+ * test ends, every container a machine registered there made is removed,
+ * then the FGLab and the folder go.
+ */
+export async function machinesWorld(t: Test, prefix: string): Promise<{ dir: string; fglab: FakeFglab }> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), prefix))
+  const fglab = new FakeFglab()
+  await fglab.start()
+  t.teardown(async () => {
+    for (const id of fglab.machines.keys()) removeContainersLabelled(`fgmachine.machine=${id}`)
+    await fglab.close()
+    rmSync(dir, { recursive: true, force: true })
+  })
+  return { dir, fglab }
 }

@@ -1,24 +1,17 @@
-import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { cpSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import t, { type Test } from 'tap'
-import { spawnMachine } from '../helpers/child-machine.js'
-import { FakeFglab } from '../helpers/fake-fglab.js'
+import { machinesWorld, spawnMachine } from '../helpers/child-machine.js'
 import { objectId } from '../helpers/ids.js'
-import { dockerAvailable, ensureBusyboxImage, removeContainersLabelled } from '../helpers/images.js'
+import { dockerAvailable, ensureBusyboxImage } from '../helpers/images.js'
 import { freePort } from '../helpers/ports.js'
 
 if (!dockerAvailable()) throw new Error('integration tests need a Docker engine: run them through `bash .ci/run`, or start dockerd')
 const image = ensureBusyboxImage()
 
 t.test('a second FGMachine on the same data folder exits at once, naming the folder and the one that holds it; after a crash the folder is free', async (t) => {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'fgm-identity-'))
-  const fglab = new FakeFglab()
-  await fglab.start()
-  t.teardown(async () => {
-    await fglab.close()
-    rmSync(dir, { recursive: true, force: true })
-  })
+  const { dir, fglab } = await machinesWorld(t, 'fgm-identity-')
   const projectsPath = path.join(dir, 'projects.json')
   writeFileSync(projectsPath, JSON.stringify({ p: { image, command: 'true', capacity: 1, results: path.join(dir, 'results') } }))
   const dataDir = path.join(dir, 'data')
@@ -46,14 +39,7 @@ t.test('a second FGMachine on the same data folder exits at once, naming the fol
 const WAIT_FOR_STOP = 'd="$FGLAB_RESULTS_DIR"; echo "{\\"_scores\\": {\\"n\\": 1}}" > "$d/scores.json"; while [ ! -e "$d/stop" ]; do sleep 0.1; done'
 
 async function world(t: Test) {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'fgm-identity-'))
-  const fglab = new FakeFglab()
-  await fglab.start()
-  t.teardown(async () => {
-    for (const id of fglab.machines.keys()) removeContainersLabelled(`fgmachine.machine=${id}`)
-    await fglab.close()
-    rmSync(dir, { recursive: true, force: true })
-  })
+  const { dir, fglab } = await machinesWorld(t, 'fgm-identity-')
   /** A machine's options: its own projects.json, results and data folder under `name`. */
   const place = async (name: string) => {
     mkdirSync(path.join(dir, name), { recursive: true })

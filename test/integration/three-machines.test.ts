@@ -1,12 +1,10 @@
 import { execFileSync } from 'node:child_process'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import os from 'node:os'
+import { writeFileSync } from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
-import { spawnMachine, type ChildMachine } from '../helpers/child-machine.js'
-import { FakeFglab } from '../helpers/fake-fglab.js'
+import { machinesWorld, spawnMachine, type ChildMachine } from '../helpers/child-machine.js'
 import { objectId } from '../helpers/ids.js'
-import { dockerAvailable, ensureBusyboxImage, removeContainersLabelled } from '../helpers/images.js'
+import { dockerAvailable, ensureBusyboxImage } from '../helpers/images.js'
 import { freePort } from '../helpers/ports.js'
 
 if (!dockerAvailable()) throw new Error('integration tests need a Docker engine: run them through `bash .ci/run`, or start dockerd')
@@ -18,14 +16,7 @@ const WORK = 'd="$FGLAB_RESULTS_DIR"; echo "{\\"_scores\\": {\\"n\\": $2}}" > "$
 const EXPERIMENTS = 45
 
 t.test('three FGMachines, one engine, one FGLab; one killed -9 mid-run and restarted: every experiment delivered once, each machine touching only its own', async (t) => {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'fgm-three-'))
-  const fglab = new FakeFglab()
-  await fglab.start()
-  t.teardown(async () => {
-    for (const id of fglab.machines.keys()) removeContainersLabelled(`fgmachine.machine=${id}`)
-    await fglab.close()
-    rmSync(dir, { recursive: true, force: true })
-  })
+  const { dir, fglab } = await machinesWorld(t, 'fgm-three-')
   // One project id, as in FGLab: each machine has it in its own projects.json ("Add to Machine" on each).
   const opts = await Promise.all(
     ['a', 'b', 'c'].map(async (name) => {
