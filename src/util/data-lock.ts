@@ -95,8 +95,8 @@ function describe(h: Partial<LockHolder> | undefined): string {
  * A lock left by a process that is gone is taken over: at once when the
  * holder ran in this pid namespace and boot (its pid is no longer that
  * process), else once its lock has not been touched for `staleMs` (a
- * container of its own, another host). A takeover renames the old lock away
- * first, so of two processes taking over at once only one gets it.
+ * container of its own, another host). Of several processes taking over at
+ * once, only one gets it (see takeOver).
  */
 export class DataLock {
   #timer: NodeJS.Timeout | undefined
@@ -115,16 +115,11 @@ export class DataLock {
     await mkdir(dir, { recursive: true })
     for (;;) {
       if (await create(file, me)) break
-      const text = await readFile(file, 'utf8').catch((err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? null : ''))
-      if (text === null) continue // removed meanwhile: try again
-      let holder: Partial<LockHolder> | undefined
-      try {
-        holder = JSON.parse(text) as Partial<LockHolder>
-      } catch {
-        holder = undefined // being written, or cut off by a crash: judged by its heartbeat
-      }
-      const local = holder !== undefined && holder.bootId === me.bootId && holder.pidNs === me.pidNs
-      const verdict = local ? (runsHere(holder!) ? 'alive' : 'gone') : await watchBeat(file, staleMs, heartbeatMs)
+      const seen = await look(file)
+      if (!seen) continue // removed meanwhile: try again
+      const holder = parse(seen.text)
+      const local = isLocal(holder, me)
+      const verdict = await judge(file, seen, me, staleMs, heartbeatMs)
       if (verdict === 'again') continue
       if (verdict === 'alive') {
         throw new DataLockError(
@@ -132,12 +127,7 @@ export class DataLock {
             'only one may run on a data folder. Stop that one first, or give this one a data folder of its own (FGMACHINE_DATA_DIR)',
         )
       }
-      // Taken over: renamed aside first, so that of several takers only one gets this very file;
-      // one that renamed a newer lock (another taker's, made meanwhile) puts it back.
-      const aside = `${file}.stale-${me.instance}`
-      if (!(await rename(file, aside).then(() => true, () => false))) continue
-      if ((await readFile(aside, 'utf8').catch(() => undefined)) !== text) await link(aside, file).catch(() => undefined)
-      await unlink(aside).catch(() => undefined)
+      await takeOver(file, seen, me, staleMs)
     }
     const lock = new DataLock(file, me)
     lock.#timer = setInterval(() => void lock.#beat(opts.onLost), heartbeatMs)
@@ -179,6 +169,89 @@ export class DataLock {
       // gone already
     }
   }
+}
+
+/** A lock file as read: its text, and which file it was (a newer lock at the same path is another inode). */
+interface Seen {
+  text: string
+  ino: number
+}
+
+/** The lock file's text and inode, read from one open file; undefined when there is none. */
+async function look(file: string): Promise<Seen | undefined> {
+  let fh
+  try {
+    fh = await open(file, 'r')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    // Unreadable (permissions): judged by its heartbeat alone.
+    const st = await stat(file).catch(() => undefined)
+    return st && { text: '', ino: st.ino }
+  }
+  try {
+    const [st, text] = await Promise.all([fh.stat(), fh.readFile('utf8')])
+    return { text, ino: st.ino }
+  } finally {
+    await fh.close()
+  }
+}
+
+function parse(text: string): Partial<LockHolder> | undefined {
+  try {
+    return JSON.parse(text) as Partial<LockHolder>
+  } catch {
+    return undefined // being written, or cut off by a crash: judged by its heartbeat
+  }
+}
+
+/** Of this pid namespace and boot: its pid says whether it runs. */
+const isLocal = (h: Partial<LockHolder> | undefined, me: LockHolder): h is Partial<LockHolder> => h !== undefined && h.bootId === me.bootId && h.pidNs === me.pidNs
+
+/** Whether the holder of a lock file, as seen, still runs: by its pid here, else by its heartbeat. */
+async function judge(file: string, seen: Seen, me: LockHolder, staleMs: number, heartbeatMs: number): Promise<'alive' | 'gone' | 'again'> {
+  const holder = parse(seen.text)
+  if (isLocal(holder, me)) return runsHere(holder) ? 'alive' : 'gone'
+  return watchBeat(file, staleMs, heartbeatMs)
+}
+
+const sameFile = (a: Seen | undefined, b: Seen): boolean => a !== undefined && a.ino === b.ino && a.text === b.text
+
+/**
+ * Remove a lock judged gone: that very file, never a newer one. Takers remove
+ * it one at a time, each holding a guard (`<lock>.takeover`, made exclusively,
+ * held for milliseconds), and only if it is still the file they judged (same
+ * inode and text). Nothing else puts a new lock in its place meanwhile: a lock
+ * is only ever made where there is none. Without the guard, a taker that had
+ * checked could remove the lock another had just taken over and made anew.
+ */
+async function takeOver(file: string, seen: Seen, me: LockHolder, staleMs: number): Promise<void> {
+  const guard = `${file}.takeover`
+  if (await create(guard, me)) {
+    try {
+      if (sameFile(await look(file), seen)) await unlink(file).catch(() => undefined)
+    } finally {
+      await unlink(guard).catch(() => undefined)
+    }
+    return
+  }
+  // Another taker is at it: once it is done, the lock is judged again. A guard
+  // that stays (its taker crashed or hangs within those milliseconds) is removed
+  // once its process is gone, or after staleMs; renamed aside first, and put back
+  // if it was a newer one.
+  const held = await look(guard)
+  if (!held) return
+  const holder = parse(held.text)
+  if (!isLocal(holder, me) || runsHere(holder)) {
+    const until = Date.now() + staleMs
+    while (Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 10))
+      if (!sameFile(await look(guard), held)) return
+    }
+  }
+  const aside = `${guard}.stale-${me.instance}`
+  if (!(await rename(guard, aside).then(() => true, () => false))) return
+  if (!sameFile(await look(aside), held)) await link(aside, guard).catch(() => undefined)
+  await unlink(aside).catch(() => undefined)
 }
 
 /**
