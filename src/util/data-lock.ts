@@ -171,10 +171,11 @@ export class DataLock {
   }
 }
 
-/** A lock file as read: its text, and which file it was (a newer lock at the same path is another inode). */
+/** A lock file as read: its text, which file it was (a newer lock at the same path is another inode), its last touch. */
 interface Seen {
   text: string
   ino: number
+  mtimeMs: number
 }
 
 /** The lock file's text and inode, read from one open file; undefined when there is none. */
@@ -186,11 +187,11 @@ async function look(file: string): Promise<Seen | undefined> {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
     // Unreadable (permissions): judged by its heartbeat alone.
     const st = await stat(file).catch(() => undefined)
-    return st && { text: '', ino: st.ino }
+    return st && { text: '', ino: st.ino, mtimeMs: st.mtimeMs }
   }
   try {
     const [st, text] = await Promise.all([fh.stat(), fh.readFile('utf8')])
-    return { text, ino: st.ino }
+    return { text, ino: st.ino, mtimeMs: st.mtimeMs }
   } finally {
     await fh.close()
   }
@@ -214,13 +215,14 @@ async function judge(file: string, seen: Seen, me: LockHolder, staleMs: number, 
   return watchBeat(file, staleMs, heartbeatMs)
 }
 
-const sameFile = (a: Seen | undefined, b: Seen): boolean => a !== undefined && a.ino === b.ino && a.text === b.text
+/** The same file, untouched since (a holder judged gone that touches its lock again is not gone). */
+const sameFile = (a: Seen | undefined, b: Seen): boolean => a !== undefined && a.ino === b.ino && a.text === b.text && a.mtimeMs === b.mtimeMs
 
 /**
  * Remove a lock judged gone: that very file, never a newer one. Takers remove
  * it one at a time, each holding a guard (`<lock>.takeover`, made exclusively,
  * held for milliseconds), and only if it is still the file they judged (same
- * inode and text). Nothing else puts a new lock in its place meanwhile: a lock
+ * inode and text, not touched since). Nothing else puts a new lock in its place meanwhile: a lock
  * is only ever made where there is none. Without the guard, a taker that had
  * checked could remove the lock another had just taken over and made anew.
  */
