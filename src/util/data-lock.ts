@@ -1,6 +1,6 @@
-import { randomUUID } from 'node:crypto'
+import { createHash, randomUUID } from 'node:crypto'
 import { readFileSync, readlinkSync } from 'node:fs'
-import { link, mkdir, open, readFile, rename, stat, unlink, utimes } from 'node:fs/promises'
+import { mkdir, open, readdir, readFile, stat, unlink, utimes } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 
@@ -129,6 +129,7 @@ export class DataLock {
       }
       await takeOver(file, seen, me, staleMs)
     }
+    await sweepGuards(file, me)
     const lock = new DataLock(file, me)
     lock.#timer = setInterval(() => void lock.#beat(opts.onLost), heartbeatMs)
     lock.#timer.unref()
@@ -142,7 +143,10 @@ export class DataLock {
       now = JSON.parse(await readFile(this.file, 'utf8')) as Partial<LockHolder>
     } catch (err) {
       // Gone (the folder lost, say): made again. Unreadable for a moment: tried at the next beat.
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && !this.#released) await create(this.file, this.holder).catch(() => false)
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || this.#released) return
+      const made = await create(this.file, this.holder).catch(() => false)
+      // Released while it was made: not left behind.
+      if (made && this.#released) await unlink(this.file).catch(() => undefined)
       return
     }
     if (this.#released) return
@@ -205,8 +209,12 @@ function parse(text: string): Partial<LockHolder> | undefined {
   }
 }
 
-/** Of this pid namespace and boot: its pid says whether it runs. */
-const isLocal = (h: Partial<LockHolder> | undefined, me: LockHolder): h is Partial<LockHolder> => h !== undefined && h.bootId === me.bootId && h.pidNs === me.pidNs
+/**
+ * Of this pid namespace and boot, where its pid says whether it runs. Where
+ * neither can be read (outside Linux), of this host.
+ */
+const isLocal = (h: Partial<LockHolder> | undefined, me: LockHolder): h is Partial<LockHolder> =>
+  h !== undefined && h.bootId === me.bootId && h.pidNs === me.pidNs && (me.bootId !== '' || h.host === me.host)
 
 /** Whether the holder of a lock file, as seen, still runs: by its pid here, else by its heartbeat. */
 async function judge(file: string, seen: Seen, me: LockHolder, staleMs: number, heartbeatMs: number): Promise<'alive' | 'gone' | 'again'> {
@@ -220,52 +228,81 @@ const sameFile = (a: Seen | undefined, b: Seen): boolean => a !== undefined && a
 
 /**
  * Remove a lock judged gone: that very file, never a newer one. Takers remove
- * it one at a time, each holding a guard (`<lock>.takeover`, made exclusively,
- * held for milliseconds), and only if it is still the file they judged (same
- * inode and text, not touched since). Nothing else puts a new lock in its place meanwhile: a lock
- * is only ever made where there is none. Without the guard, a taker that had
- * checked could remove the lock another had just taken over and made anew.
+ * it one at a time, each holding a guard made exclusively and held for
+ * milliseconds, and only if it is still the file they judged (same inode and
+ * text, not touched since). Nothing else puts a new lock in its place
+ * meanwhile: a lock is only ever made where there is none.
+ *
+ * The guard is named after the lock it removes (`<lock>.takeover-<key>-<n>`),
+ * and a guard whose taker died (or hangs for staleMs) is never removed or
+ * renamed by another taker, only passed over for the next generation: taking a
+ * guard from under a taker is what lets two takers hold it. Once the lock is
+ * removed it never comes back, so the guards of its dead takers are removed too.
  */
 async function takeOver(file: string, seen: Seen, me: LockHolder, staleMs: number): Promise<void> {
-  const guard = `${file}.takeover`
-  if (await create(guard, me)) {
-    try {
-      if (sameFile(await look(file), seen)) await unlink(file).catch(() => undefined)
-    } finally {
-      await unlink(guard).catch(() => undefined)
+  const guard = (gen: number): string => guardName(file, seen, gen)
+  for (let gen = 0; ; gen++) {
+    if (await create(guard(gen), me)) {
+      try {
+        if (sameFile(await look(file), seen)) await unlink(file).catch(unlessGone)
+        for (let g = 0; g < gen; g++) await unlink(guard(g)).catch(unlessGone)
+      } finally {
+        await unlink(guard(gen)).catch(unlessGone)
+      }
+      return
     }
-    return
-  }
-  // Another taker is at it: once it is done, the lock is judged again. A guard
-  // that stays (its taker crashed or hangs within those milliseconds) is removed
-  // once its process is gone, or after staleMs; renamed aside first, and put back
-  // if it was a newer one.
-  const held = await look(guard)
-  if (!held) return
-  const holder = parse(held.text)
-  if (!isLocal(holder, me) || runsHere(holder)) {
+    const held = await look(guard(gen))
+    if (!held) return // done meanwhile: the lock is judged again
+    const holder = parse(held.text)
+    if (isLocal(holder, me) && !runsHere(holder)) continue
+    // Another taker is at it: once it is done, the lock is judged again.
     const until = Date.now() + staleMs
     while (Date.now() < until) {
       await new Promise((r) => setTimeout(r, 10))
-      if (!sameFile(await look(guard), held)) return
+      if (!sameFile(await look(guard(gen)), held)) return
     }
   }
-  const aside = `${guard}.stale-${me.instance}`
-  if (!(await rename(guard, aside).then(() => true, () => false))) return
-  if (!sameFile(await look(aside), held)) await link(aside, guard).catch(() => undefined)
-  await unlink(aside).catch(() => undefined)
+}
+
+const GUARD = '.takeover-'
+
+const guardName = (file: string, seen: Seen, gen: number): string =>
+  `${file}${GUARD}${createHash('sha256').update(`${seen.ino}\n${seen.mtimeMs}\n${seen.text}`).digest('hex').slice(0, 16)}-${gen}`
+
+/** For tests: the name of a takeover guard of the lock file as it is now. */
+export async function takeoverGuard(file: string, gen = 0): Promise<string> {
+  const seen = await look(file)
+  if (!seen) throw new Error(`no lock file at ${file}`)
+  return guardName(file, seen, gen)
+}
+
+/** Guards left by takers of this pid namespace that died: removed once the lock is held. */
+async function sweepGuards(file: string, me: LockHolder): Promise<void> {
+  const names = await readdir(path.dirname(file)).catch(() => [] as string[])
+  for (const name of names) {
+    if (!name.startsWith(path.basename(file) + GUARD)) continue
+    const guard = path.join(path.dirname(file), name)
+    const held = await look(guard).catch(() => undefined)
+    const holder = held && parse(held.text)
+    if (isLocal(holder, me) && !runsHere(holder)) await unlink(guard).catch(() => undefined)
+  }
+}
+
+const unlessGone = (err: NodeJS.ErrnoException): void => {
+  if (err.code !== 'ENOENT') throw err
 }
 
 /**
  * A holder of another pid namespace or host is known by its heartbeat alone:
  * watched for up to `staleMs` (by whether its time changes, not against this
- * clock, which may differ from the file system's), unless it is far older.
+ * clock: another host's may be behind). A lock that looks far older by this
+ * clock needs only two heartbeats without a touch.
  */
 async function watchBeat(file: string, staleMs: number, heartbeatMs: number): Promise<'alive' | 'gone' | 'again'> {
   const first = await stat(file).catch(() => undefined)
   if (!first) return 'again'
-  if (Date.now() - first.mtimeMs > 6 * staleMs) return 'gone'
-  const until = Date.now() + staleMs + heartbeatMs
+  const old = Date.now() - first.mtimeMs > 6 * staleMs
+  const until = Date.now() + (old ? 2 * heartbeatMs : staleMs + heartbeatMs)
   while (Date.now() < until) {
     await new Promise((r) => setTimeout(r, Math.min(heartbeatMs, 500)))
     const now = await stat(file).catch(() => undefined)

@@ -1,9 +1,9 @@
 import { spawnSync } from 'node:child_process'
-import { existsSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import t, { type Test } from 'tap'
-import { currentHolder, DataLock, DataLockError } from '../../src/util/data-lock.js'
+import { currentHolder, DataLock, DataLockError, takeoverGuard } from '../../src/util/data-lock.js'
 
 function folder(t: Test): { dir: string; file: string } {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'fgm-lock-'))
@@ -80,41 +80,81 @@ t.test('several takers of one stale lock: exactly one gets it, every time', asyn
     if (won.length !== 1) wrong++
     t.ok(results.filter((r) => r.status === 'rejected').every((r) => (r as PromiseRejectedResult).reason instanceof DataLockError), 'the others are refused, as with a live holder')
     for (const w of won) await w.value.release()
-    t.notOk(existsSync(`${file}.takeover`), 'no guard left behind')
+    t.same(readdirSync(dir), [], 'no guard left behind')
   }
   t.equal(wrong, 0, `rounds with other than one holder, of ${rounds}`)
 })
 
-t.test('a takeover guard left by a crash is removed: at once when its process is gone, else once it has stayed staleMs', async (t) => {
+t.test('a takeover guard left by a crash is passed over: at once when its process is gone, else once it has stayed staleMs', async (t) => {
   for (const [what, guardHolder, atLeastMs] of [
     ['its process gone', { ...currentHolder(), pid: deadPid() }, 0],
     ['in another container', { ...currentHolder(), pid: 1, pidNs: 'pid:[1]' }, fast.staleMs],
   ] as const) {
     const { dir, file } = folder(t)
     writeFileSync(file, JSON.stringify({ ...currentHolder(), pid: deadPid() }))
-    writeFileSync(`${file}.takeover`, JSON.stringify(guardHolder))
+    writeFileSync(await takeoverGuard(file), JSON.stringify(guardHolder))
     const started = Date.now()
     const lock = await DataLock.acquire(dir, fast)
     t.equal(JSON.parse(readFileSync(file, 'utf8')).instance, lock.holder.instance, what)
     t.ok(Date.now() - started >= atLeastMs, `${what}: not before ${atLeastMs} ms`)
-    t.notOk(existsSync(`${file}.takeover`), `${what}: the guard is gone`)
+    t.same(readdirSync(dir), ['fgmachine.lock'], `${what}: its guard is removed with the lock it guarded`)
     await lock.release()
   }
+})
+
+t.test('guards left by takers that died at a lock removed since are swept once the lock is held', async (t) => {
+  const { dir, file } = folder(t)
+  writeFileSync(file, JSON.stringify({ ...currentHolder(), pid: deadPid() }))
+  const litter = await takeoverGuard(file)
+  writeFileSync(litter, JSON.stringify({ ...currentHolder(), pid: deadPid() }))
+  const live = await takeoverGuard(file, 1)
+  writeFileSync(live, JSON.stringify({ ...currentHolder(), pid: 1, pidNs: 'pid:[1]' }))
+  rmSync(file)
+  const lock = await DataLock.acquire(dir, fast)
+  t.teardown(() => lock.release())
+  t.notOk(existsSync(litter), "a dead taker's guard is removed")
+  t.ok(existsSync(live), 'a guard of a taker that may still run (another container) is left alone')
 })
 
 t.test('a takeover guard held by a live taker is waited for, then the lock judged again', async (t) => {
   const { dir, file } = folder(t)
   writeFileSync(file, JSON.stringify({ ...currentHolder(), pid: deadPid() }))
-  writeFileSync(`${file}.takeover`, JSON.stringify(currentHolder()))
+  const guard = await takeoverGuard(file)
+  writeFileSync(guard, JSON.stringify(currentHolder()))
   // The other taker finishes its takeover: the stale lock removed, its own made, its guard removed.
   const other = { ...currentHolder(), host: 'the-other-taker' }
-  setTimeout(() => {
+  const finish = setTimeout(() => {
     rmSync(file)
     writeFileSync(file, JSON.stringify(other))
-    rmSync(`${file}.takeover`)
+    rmSync(guard)
   }, 150)
-  await t.rejects(DataLock.acquire(dir, fast), { message: /in use by another FGMachine \(process \d+ on the-other-taker/ }, 'refused: the lock is the live taker\'s now')
+  t.teardown(() => clearTimeout(finish))
+  await t.rejects(DataLock.acquire(dir, fast), { message: /in use by another FGMachine \(process \d+ on the-other-taker/ }, "refused: the lock is the live taker's now")
   t.equal(JSON.parse(readFileSync(file, 'utf8')).instance, other.instance, "the other taker's lock is left alone")
+})
+
+t.test('a holder on a host whose clock is behind is judged by its heartbeat, not by how old its lock looks', async (t) => {
+  const { dir, file } = folder(t)
+  const behind = (): Date => new Date(Date.now() - 70_000)
+  writeFileSync(file, JSON.stringify({ ...currentHolder(), pid: 1, pidNs: 'pid:[1]', host: 'slow-clock' }))
+  utimesSync(file, behind(), behind())
+  const beat = setInterval(() => utimesSync(file, behind(), behind()), fast.heartbeatMs)
+  t.teardown(() => clearInterval(beat))
+  await t.rejects(DataLock.acquire(dir, fast), { message: /process 1 on slow-clock.*still running/ })
+})
+
+t.test('where pid namespaces and boots cannot be told apart (outside Linux), a holder on another host is judged by its heartbeat', async (t) => {
+  const { dir, file } = folder(t)
+  const mac = { bootId: '', pidNs: '', procStart: '' }
+  writeFileSync(file, JSON.stringify({ ...currentHolder(), ...mac, pid: deadPid(), host: 'mac-a' }))
+  const beat = setInterval(() => utimesSync(file, new Date(), new Date()), fast.heartbeatMs)
+  t.teardown(() => clearInterval(beat))
+  await t.rejects(DataLock.acquire(dir, { ...fast, self: { ...mac, host: 'mac-b' } }), { message: /on mac-a.*still running/ }, 'its pid means nothing here')
+  clearInterval(beat)
+  writeFileSync(file, JSON.stringify({ ...currentHolder(), ...mac, pid: deadPid(), host: 'mac-b' }))
+  const lock = await DataLock.acquire(dir, { ...fast, self: { ...mac, host: 'mac-b' } })
+  t.equal(JSON.parse(readFileSync(file, 'utf8')).instance, lock.holder.instance, 'of this host: a dead pid is taken over at once')
+  await lock.release()
 })
 
 t.test('a holder whose lock was taken from it is told, and stops touching it', async (t) => {
