@@ -119,7 +119,7 @@ export class DataLock {
       if (!seen) continue // removed meanwhile: try again
       const holder = parse(seen.text)
       const local = isLocal(holder, me)
-      const verdict = await judge(file, seen, me, staleMs, heartbeatMs)
+      const verdict = local ? (runsHere(holder) ? 'alive' : 'gone') : await watchBeat(file, staleMs, heartbeatMs)
       if (verdict === 'again') continue
       if (verdict === 'alive') {
         throw new DataLockError(
@@ -127,7 +127,7 @@ export class DataLock {
             'only one may run on a data folder. Stop that one first, or give this one a data folder of its own (FGMACHINE_DATA_DIR)',
         )
       }
-      await takeOver(file, seen, me, staleMs)
+      await takeOver(file, seen, me, staleMs, heartbeatMs)
     }
     await sweepGuards(file, me)
     const lock = new DataLock(file, me)
@@ -216,11 +216,10 @@ function parse(text: string): Partial<LockHolder> | undefined {
 const isLocal = (h: Partial<LockHolder> | undefined, me: LockHolder): h is Partial<LockHolder> =>
   h !== undefined && h.bootId === me.bootId && h.pidNs === me.pidNs && (me.bootId !== '' || h.host === me.host)
 
-/** Whether the holder of a lock file, as seen, still runs: by its pid here, else by its heartbeat. */
-async function judge(file: string, seen: Seen, me: LockHolder, staleMs: number, heartbeatMs: number): Promise<'alive' | 'gone' | 'again'> {
+/** Written by a process of this pid namespace and boot that is gone. */
+const diedHere = (seen: Seen, me: LockHolder): boolean => {
   const holder = parse(seen.text)
-  if (isLocal(holder, me)) return runsHere(holder) ? 'alive' : 'gone'
-  return watchBeat(file, staleMs, heartbeatMs)
+  return isLocal(holder, me) && !runsHere(holder)
 }
 
 /** The same file, untouched since (a holder judged gone that touches its lock again is not gone). */
@@ -239,7 +238,7 @@ const sameFile = (a: Seen | undefined, b: Seen): boolean => a !== undefined && a
  * guard from under a taker is what lets two takers hold it. Once the lock is
  * removed it never comes back, so the guards of its dead takers are removed too.
  */
-async function takeOver(file: string, seen: Seen, me: LockHolder, staleMs: number): Promise<void> {
+async function takeOver(file: string, seen: Seen, me: LockHolder, staleMs: number, heartbeatMs: number): Promise<void> {
   const guard = (gen: number): string => guardName(file, seen, gen)
   for (let gen = 0; ; gen++) {
     if (await create(guard(gen), me)) {
@@ -253,14 +252,9 @@ async function takeOver(file: string, seen: Seen, me: LockHolder, staleMs: numbe
     }
     const held = await look(guard(gen))
     if (!held) return // done meanwhile: the lock is judged again
-    const holder = parse(held.text)
-    if (isLocal(holder, me) && !runsHere(holder)) continue
-    // Another taker is at it: once it is done, the lock is judged again.
-    const until = Date.now() + staleMs
-    while (Date.now() < until) {
-      await new Promise((r) => setTimeout(r, 10))
-      if (!sameFile(await look(guard(gen)), held)) return
-    }
+    if (diedHere(held, me)) continue
+    // Another taker is at it: once it is done (its guard gone or another), the lock is judged again.
+    if ((await watchBeat(guard(gen), staleMs, heartbeatMs, 10)) !== 'gone') return
   }
 }
 
@@ -283,8 +277,7 @@ async function sweepGuards(file: string, me: LockHolder): Promise<void> {
     if (!name.startsWith(path.basename(file) + GUARD)) continue
     const guard = path.join(path.dirname(file), name)
     const held = await look(guard).catch(() => undefined)
-    const holder = held && parse(held.text)
-    if (isLocal(holder, me) && !runsHere(holder)) await unlink(guard).catch(() => undefined)
+    if (held && diedHere(held, me)) await unlink(guard).catch(() => undefined)
   }
 }
 
@@ -293,18 +286,18 @@ const unlessGone = (err: NodeJS.ErrnoException): void => {
 }
 
 /**
- * A holder of another pid namespace or host is known by its heartbeat alone:
- * watched for up to `staleMs` (by whether its time changes, not against this
+ * A holder of another pid namespace or host is known by its heartbeat alone
+ * (and a takeover guard, which has none, by whether it stays): watched for up to `staleMs` (by whether its time changes, not against this
  * clock: another host's may be behind). A lock that looks far older by this
  * clock needs only two heartbeats without a touch.
  */
-async function watchBeat(file: string, staleMs: number, heartbeatMs: number): Promise<'alive' | 'gone' | 'again'> {
+async function watchBeat(file: string, staleMs: number, heartbeatMs: number, pollMs = Math.min(heartbeatMs, 500)): Promise<'alive' | 'gone' | 'again'> {
   const first = await stat(file).catch(() => undefined)
   if (!first) return 'again'
   const old = Date.now() - first.mtimeMs > 6 * staleMs
   const until = Date.now() + (old ? 2 * heartbeatMs : staleMs + heartbeatMs)
   while (Date.now() < until) {
-    await new Promise((r) => setTimeout(r, Math.min(heartbeatMs, 500)))
+    await new Promise((r) => setTimeout(r, pollMs))
     const now = await stat(file).catch(() => undefined)
     if (!now) return 'again'
     if (now.mtimeMs !== first.mtimeMs || now.ino !== first.ino) return 'alive'
