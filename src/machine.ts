@@ -128,8 +128,15 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
     (op, seconds, ok) => metrics.dockerRequested(op, seconds, ok),
   )
   metrics.observe({ scheduler, gpus: gpus.map((g) => g.index), outbox })
-  // Known once listen() has looked; until then paths are the host's.
+  // Known once listen() has looked; until then paths are the host's. The data key goes with them.
   let hostPaths = HostPaths.onHost
+  let dataKey = dataKeyOf(config.dataDir, hostPaths)
+  /** Docker told FGMachine its mounts: the data folder's identity is checked before anything is read from it. */
+  const adopt = async (found: HostPaths): Promise<void> => {
+    hostPaths = found
+    dataKey = dataKeyOf(config.dataDir, found)
+    if (dataKey) await checkDataIdentity(config.dataDir, dataKey)
+  }
   projects.addCheck((p) => {
     const problem = p.image ? hostPaths.problem(p.resultsDir, 'results') : undefined
     return problem ? { field: 'results', message: problem } : undefined
@@ -155,7 +162,7 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
     journal,
     runtimes: {
       docker: new DockerRuntime(docker, log.child({ component: 'docker' }), (p) => hostPaths.toHost(p) ?? p, stopping.signal, gpuDeviceId(gpus), clock, () =>
-        dataKeyOf(config.dataDir, hostPaths),
+        dataKey,
         metrics,
       ),
       process: new ProcessRuntime(),
@@ -200,10 +207,8 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
     async listen() {
       const dockerLog = log.child({ component: 'docker' })
       warnUnreachableUrl(config, log)
-      hostPaths = await detectHostPaths(docker, dockerLog)
-      const dataKey = dataKeyOf(config.dataDir, hostPaths)
       // Before anything is read from it: a copied data folder must not act as the machine it was copied from.
-      if (dataKey) await checkDataIdentity(config.dataDir, dataKey)
+      await adopt(await detectHostPaths(docker, dockerLog))
       const engine = await docker.engine().catch((err: Error) => err)
       hostname = machineName(config.hostname, hostPaths.inContainer, engine instanceof Error ? undefined : engine.name)
       if (hostPaths.undetermined) {
@@ -212,10 +217,8 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
           async () => {
             const found = await detectHostPaths(docker, dockerLog)
             if (found.undetermined) throw new Error(found.undetermined)
-            hostPaths = found
             // The check skipped at start, Docker being away then: a copy found now stops here.
-            const key = dataKeyOf(config.dataDir, found)
-            if (key) await checkDataIdentity(config.dataDir, key).catch((err: Error) => opts.onFatal?.(err))
+            await adopt(found).catch((err: Error) => opts.onFatal?.(err))
             await projects.reload({ force: true })
           },
           { baseMs: 2000, maxMs: 30_000, signal: stopping.signal, sleep: realSleep, retryable: () => true },

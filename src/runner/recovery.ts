@@ -83,11 +83,12 @@ export async function reconcile(host: RecoveryHost, machineId: string, graceMs: 
     return // shutting down
   }
   const foreign: ContainerSummary[] = []
+  const dataKey = docker.dataKey()
   for (const c of containers) {
     const id = c.labels[LABELS.experiment]
     // Already this machine's (its journal had it): whatever its labels say.
     if (id && host.knows(id)) continue
-    if (ownership(c.labels, machineId, docker.dataKey()) === 'foreign') {
+    if (ownership(c.labels, machineId, dataKey) === 'foreign') {
       foreign.push(c)
       continue
     }
