@@ -88,6 +88,8 @@ export interface ContainerDetails {
   mounts: ContainerMount[]
   labels: Record<string, string>
   state: ContainerState
+  /** Its memory limit (`docker run --memory`), when it has one. */
+  memoryLimitBytes?: number
 }
 
 export type { PullProgress } from './pull-progress.js'

@@ -199,6 +199,7 @@ export class DockerContainerClient implements ContainerClient {
         name: info.Name.replace(/^\//, ''),
         mounts: (info.Mounts ?? []).map((m) => ({ type: m.Type, source: m.Source, destination: m.Destination, name: m.Name })),
         labels: info.Config.Labels ?? {},
+        ...(info.HostConfig?.Memory && { memoryLimitBytes: info.HostConfig.Memory }),
         state: {
           status: info.State.Status,
           running: info.State.Running,

@@ -120,7 +120,8 @@ export class Run {
       await this.#commitSurely({ phase: 'launched', containerId: found.id, launchedMs: r.launchedMs ?? found.state.startedMs ?? this.ctx.clock.now() })
       this.#running(true)
       this.#reportStarted()
-      this.#watchSystem()
+      // Its limit from the container itself: a run taken up from its labels has no project to ask.
+      this.#watchSystem(found.memoryLimitBytes)
       return this.#follow()
     }
     if (found.state.startedMs === undefined) return this.#ended({ exitCode: null, error: 'FGMachine stopped before the experiment started' }, found.id)

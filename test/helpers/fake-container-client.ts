@@ -258,6 +258,7 @@ export class FakeContainerClient implements ContainerClient {
       name: c.spec.name,
       mounts: [],
       labels: c.spec.labels,
+      ...(c.spec.memoryBytes && { memoryLimitBytes: c.spec.memoryBytes }),
       state: { status: c.status, running: c.status === 'running', exitCode: c.exitCode, oomKilled: c.oomKilled, startedMs: c.startedMs },
     }
   }

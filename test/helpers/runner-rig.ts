@@ -15,6 +15,7 @@ import { DockerRuntime } from '../../src/runner/docker-runtime.js'
 import { ExperimentManager } from '../../src/runner/experiment-manager.js'
 import { Journal } from '../../src/runner/journal.js'
 import { ProcessRuntime } from '../../src/runner/process-runtime.js'
+import type { SystemCharts } from '../../src/sysstats/charts.js'
 import { Scheduler } from '../../src/scheduler/scheduler.js'
 import { nodeDisk, type Disk } from '../../src/util/disk.js'
 import { FakeContainerClient } from './fake-container-client.js'
@@ -86,7 +87,7 @@ export interface RunnerRig {
   /** A project of the rig (validated as projects.json entries are), results in `resultsDir`. */
   project(entry?: Record<string, unknown>): Project
   /** Start an FGMachine over the rig: it restores its outbox and takes up what its journal and the engine hold. */
-  boot(opts?: { crashAt?: number; maxFileBytes?: number; full?: boolean; metrics?: Metrics }): Promise<Instance>
+  boot(opts?: { crashAt?: number; maxFileBytes?: number; full?: boolean; metrics?: Metrics; system?: SystemCharts }): Promise<Instance>
 }
 
 export const IMAGE = 'fake/trainer:1'
@@ -151,6 +152,7 @@ export async function runnerRig(t: Test, opts: { clock?: TestClock } = {}): Prom
         killGraceMs: 1000,
         resultsStableMs: 20,
         metrics: o.metrics,
+        system: o.system,
       })
       let crashed = false
       const instance: Instance = {

@@ -1,8 +1,11 @@
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
+import pino from 'pino'
 import t, { type Test } from 'tap'
 import type { FakeContainer, FakeContainerClient } from '../helpers/fake-container-client.js'
 import { Metrics } from '../../src/metrics.js'
+import { SystemCharts, type WatchTarget } from '../../src/sysstats/charts.js'
+import { nodeDisk } from '../../src/util/disk.js'
 import { objectId } from '../helpers/ids.js'
 import { parseExposition, sumOf } from '../helpers/prometheus.js'
 import { runnerRig, type RunnerRig } from '../helpers/runner-rig.js'
@@ -299,7 +302,6 @@ t.test('labels are the truth: a running container of this machine with no record
   const { r, id } = s
   let m = s.m
   await m.crash()
-  const { rmSync } = await import('node:fs')
   rmSync(r.dataDir, { recursive: true })
   m = await r.boot()
   await m.reconciled
@@ -309,6 +311,33 @@ t.test('labels are the truth: a running container of this machine with no record
   await settled(r, id)
   t.equal(r.fglab.experiment(id).fields._status, 'success')
   t.equal(r.docker.byExperiment(id)?.spec.labels['fgmachine.machine'], undefined, 'and removed once reported')
+})
+
+t.test("a run taken up after a restart keeps its memory limit on its system chart: read from its container, as a run taken up from its labels has no project", async (t) => {
+  const r = await runnerRig(t)
+  r.docker.program = waiting
+  const watched: WatchTarget[] = []
+  class Watched extends SystemCharts {
+    override watch(target: WatchTarget): void {
+      watched.push(target)
+    }
+  }
+  const system = () => new Watched({ dir: path.join(r.dataDir, 'experiments'), disk: nodeDisk, log: pino({ level: 'silent' }), clock: r.clock, sampleMs: 5000, chartEveryMs: 0 })
+  let m = await r.boot({ system: system() })
+  const id = objectId()
+  await m.manager.start('p', { _id: id }, r.project({ memory: '2g' }))
+  await r.fglab.waitFor(() => watched.length === 1, 5000, 'watched at the start')
+  t.equal(watched[0]!.memoryLimitBytes, 2 * 2 ** 30, "at the start: the project's")
+  for (const labelsOnly of [false, true]) {
+    await m.crash()
+    if (labelsOnly) rmSync(r.dataDir, { recursive: true })
+    m = await r.boot({ system: system() })
+    await m.reconciled
+    await r.fglab.waitFor(() => watched.length === (labelsOnly ? 3 : 2), 5000, 'watched again once taken up')
+    t.equal(watched.at(-1)!.memoryLimitBytes, 2 * 2 ** 30, labelsOnly ? 'taken up from its labels alone' : 'taken up from its record')
+  }
+  r.docker.exit(r.docker.byExperiment(id)!, 0)
+  await settled(r, id)
 })
 
 t.test('a crash at any write: after the restart the experiment ends right, every result delivered, nothing left', async (t) => {
