@@ -1,7 +1,8 @@
 /** The service under bench as a child process: the build, with `npm start`'s node flags. */
-import { execFileSync, spawn } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
+import { CLOCK_TICKS, procStatFields } from '../src/util/proc.js'
 import type { FakeFglab } from '../test/helpers/fake-fglab.js'
 import { children, freePort, machineIds, serviceScript, SERVICE_NODE_ARGS, sleep, tmp } from './lib.js'
 
@@ -26,22 +27,10 @@ export function procStatusKb(pid: number, field: string): number {
   return Number(m[1])
 }
 
-/** Clock ticks per second (`getconf CLK_TCK`), for /proc/<pid>/stat's times. */
-export const CLK_TCK = (() => {
-  try {
-    const n = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim())
-    return Number.isFinite(n) && n > 0 ? n : 100
-  } catch {
-    return 100
-  }
-})()
-
 /** CPU time the process has used so far (user + system), ms, from /proc/<pid>/stat. */
 export function procCpuMs(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-  // The fields after the command name (which may hold spaces), from the 3rd on: utime is the 14th, stime the 15th.
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  return ((Number(f[11]) + Number(f[12])) * 1000) / CLK_TCK
+  const f = procStatFields(readFileSync(`/proc/${pid}/stat`, 'utf8')) ?? []
+  return ((Number(f[11]) + Number(f[12])) * 1000) / CLOCK_TICKS
 }
 
 export interface ServiceOptions {

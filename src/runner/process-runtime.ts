@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
+import { CLOCK_TICKS, procStatFields } from '../util/proc.js'
 import { pumpOutput } from './pump.js'
 import type { ExitInfo, LaunchSpec, RunHandle, Runtime } from './runtime.js'
 
@@ -80,9 +81,7 @@ export function killLeftover(pid: number, launchedMs: number): boolean {
 function processStartMs(pid: number): number | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    // Field 22 (starttime, in clock ticks since boot), counted after the ")" that ends the command name.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    const ticks = Number(fields[19])
+    const ticks = Number(procStatFields(stat)?.[19])
     const btime = Number(/^btime (\d+)$/m.exec(readFileSync('/proc/stat', 'utf8'))?.[1])
     if (!Number.isFinite(ticks) || !Number.isFinite(btime)) return undefined
     return btime * 1000 + (ticks * 1000) / CLOCK_TICKS
@@ -90,9 +89,6 @@ function processStartMs(pid: number): number | undefined {
     return undefined
   }
 }
-
-/** USER_HZ: 100 on every Linux architecture Node runs on. */
-const CLOCK_TICKS = 100
 
 /** FGMachine's environment, as the original passes it on, less its own secret. */
 function inheritedEnv(): NodeJS.ProcessEnv {

@@ -4,6 +4,7 @@ import type { ContainerClient, ContainerUsage } from '../docker/container-client
 import { runNvidiaSmi, type NvidiaSmi } from '../gpu/discovery.js'
 import { parseGpuQuery, QUERY_ARGS } from '../gpu/nvidia-smi.js'
 import type { Clock } from '../util/clock.js'
+import { CLOCK_TICKS, procStatFields } from '../util/proc.js'
 import type { GpuReading } from './types.js'
 
 /** What an experiment has used so far: CPU time since it started, memory now. */
@@ -21,9 +22,6 @@ export function containerSource(docker: Pick<ContainerClient, 'stats'>, containe
   return () => docker.stats(containerId)
 }
 
-/** Linux's USER_HZ: /proc's CPU times are in these ticks on every architecture Node runs on. */
-const TICKS_PER_S = 100
-
 let pageBytes: number | undefined
 
 /** The kernel's page size, from this process's own resident size in pages and in bytes. */
@@ -37,10 +35,6 @@ async function pageSize(proc: string): Promise<number> {
 }
 
 /** The fields of /proc/<pid>/stat after the command name (which may hold spaces and parentheses). */
-function statFields(text: string): string[] | undefined {
-  const close = text.lastIndexOf(')')
-  return close < 0 ? undefined : text.slice(close + 2).split(' ')
-}
 
 /**
  * A local experiment's process tree: every process in its process group (it
@@ -58,7 +52,7 @@ export function processGroupSource(pgid: number, proc = '/proc'): UsageSource {
       if (!/^\d+$/.test(name)) continue
       let f: string[] | undefined
       try {
-        f = statFields(await readFile(`${proc}/${name}/stat`, 'utf8'))
+        f = procStatFields(await readFile(`${proc}/${name}/stat`, 'utf8'))
       } catch {
         continue // ended meanwhile
       }
@@ -71,7 +65,7 @@ export function processGroupSource(pgid: number, proc = '/proc'): UsageSource {
       rssPages += Number(f[21])
     }
     if (!found) return undefined
-    return { cpuNs: (cpuTicks / TICKS_PER_S) * 1e9, memoryBytes: rssPages * page }
+    return { cpuNs: (cpuTicks / CLOCK_TICKS) * 1e9, memoryBytes: rssPages * page }
   }
 }
 

@@ -3,6 +3,7 @@ import { readFileSync, readlinkSync } from 'node:fs'
 import { mkdir, open, readdir, readFile, stat, unlink, utimes } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
+import { procStatFields } from './proc.js'
 
 /** Who holds a data folder: enough to tell, from another process, whether it still runs. */
 export interface LockHolder {
@@ -66,7 +67,7 @@ export function currentHolder(): LockHolder {
 function procStart(pid: number): string | undefined {
   const stat = read(`/proc/${pid}/stat`)
   if (!stat) return undefined
-  return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]
+  return procStatFields(stat)?.[19]
 }
 
 /** Whether a process of this pid namespace and boot is the holder, still running. */
