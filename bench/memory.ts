@@ -13,6 +13,7 @@ import { createReadStream } from 'node:fs'
 import path from 'node:path'
 import { performance } from 'node:perf_hooks'
 import WebSocket from 'ws'
+import { CHART_FILE } from '../src/sysstats/charts.js'
 import { FakeFglab } from '../test/helpers/fake-fglab.js'
 import { objectId } from '../test/helpers/ids.js'
 import { ensureBusyboxImage } from '../test/helpers/images.js'
@@ -115,7 +116,7 @@ async function files(): Promise<CaseResult> {
   const uploads = fglab.calls.filter((c) => c.files).map((c) => c.at)
   const rate = uploads.length / Math.max(0.001, (Math.max(...uploads) - Math.min(...uploads)) / 1000)
   // The experiment's own files; its system chart (fgmachine-system.svg) comes with them.
-  const got = [...fglab.experiment(id).files.keys()].filter((f) => f !== 'fgmachine-system.svg').length
+  const got = [...fglab.experiment(id).files.keys()].filter((f) => f !== CHART_FILE).length
   if (got !== FILES) r.lost = `${FILES - got} of ${FILES} files missing`
   r.name = `${FILES} small results files`
   r.detail = `${rate.toFixed(0)} files/s delivered; capacity answer median ${pct(latencies, 50).toFixed(1)} ms, p99 ${pct(latencies, 99).toFixed(1)} ms, max ${Math.max(...latencies).toFixed(1)} ms (${latencies.length} answers)`

@@ -5,6 +5,7 @@ import path from 'node:path'
 import type { Logger } from 'pino'
 import type { Clock } from '../util/clock.js'
 import type { Disk } from '../util/disk.js'
+import { withTimeout } from '../util/timeout.js'
 import { systemFields } from './fields.js'
 import { SystemSeries } from './series.js'
 import type { GpuReader, UsageSource } from './sources.js'
@@ -33,6 +34,9 @@ export interface SystemChartsOptions {
   /** The host's CPUs: no reading is more than all of them busy (default os.availableParallelism()). */
   cpus?: number
 }
+
+/** The options, the host's CPUs known. */
+type Options = SystemChartsOptions & { cpus: number }
 
 /** What is watched: one experiment that runs. */
 export interface WatchTarget {
@@ -73,7 +77,11 @@ export class SystemCharts {
   /** Each experiment's writes of its samples, one after another (they share a temporary file). */
   readonly #saves = new Map<string, Promise<void>>()
 
-  constructor(private readonly opts: SystemChartsOptions) {}
+  private readonly opts: Options
+
+  constructor(opts: SystemChartsOptions) {
+    this.opts = { ...opts, cpus: opts.cpus ?? os.availableParallelism() }
+  }
 
   /** Start sampling a running experiment, going on from what an earlier FGMachine sampled of it. */
   watch(target: WatchTarget): void {
@@ -216,7 +224,7 @@ class Watch {
   series: SystemSeries
 
   constructor(
-    private readonly opts: SystemChartsOptions,
+    private readonly opts: Options,
     readonly target: WatchTarget,
     private readonly load: () => Promise<SystemSeries | undefined>,
     private readonly save: (s: Saved) => Promise<void>,
@@ -235,9 +243,7 @@ class Watch {
   /** Stop sampling; resolves when the reading under way (if any) is in, or given up after a moment. */
   async stop(): Promise<void> {
     this.#stopped.abort()
-    let timer: NodeJS.Timeout | undefined
-    await Promise.race([this.#done, new Promise<void>((resolve) => (timer = setTimeout(resolve, STOP_WAIT_MS).unref()))])
-    clearTimeout(timer)
+    await withTimeout(this.#done, STOP_WAIT_MS, 'a reading did not end').catch(() => undefined)
   }
 
   saved(): Saved {
@@ -303,7 +309,7 @@ class Watch {
     if (usage.cpuNs !== undefined) {
       const dt = t - this.#last.t
       // Never more than every CPU of the host busy: a process that left its group mid-way can make a step.
-      const most = (this.opts.cpus ?? os.availableParallelism()) * 100
+      const most = this.opts.cpus * 100
       if (dt > 0) cpuPct = Math.min(most, Math.max(0, ((usage.cpuNs - this.#last.cpuNs) / 1e6 / dt) * 100))
       this.#last = { t, cpuNs: usage.cpuNs }
     }
