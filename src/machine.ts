@@ -127,7 +127,7 @@ export async function createMachine(config: Config, opts: MachineOptions): Promi
     opts.containerClient ?? new DockerContainerClient(config.dockerHost, { pullStallMs: config.pullStallMs, onPulled: (ok, seconds, bytes) => metrics.pulled(ok, seconds, bytes) }),
     (op, seconds, ok) => metrics.dockerRequested(op, seconds, ok),
   )
-  metrics.observe({ scheduler, gpus: gpus.map((g) => g.index), outbox })
+  metrics.observe({ scheduler, outbox })
   // Known once listen() has looked; until then paths are the host's. The data key goes with them.
   let hostPaths = HostPaths.onHost
   let dataKey = dataKeyOf(config.dataDir, hostPaths)

@@ -27,9 +27,8 @@ export function fglabErrorKind(err: unknown): 'unreachable' | 'http_4xx' | 'http
 
 /** What is read at scrape time rather than kept up to date everywhere. */
 export interface MetricSources {
+  /** Its usage has every GPU the machine hands out (one series each, 0 when nothing is allocated). */
   scheduler?: Pick<Scheduler, 'usage'>
-  /** The GPUs the machine hands out, by index (one series each, 0 when nothing is allocated). */
-  gpus?: readonly number[]
   outbox?: { pending(): number; bytes(): number }
 }
 
@@ -160,10 +159,9 @@ export class Metrics {
       labelNames: ['gpu'],
       registers,
       collect() {
-        const { scheduler, gpus = [] } = sources()
+        const { scheduler } = sources()
         if (!scheduler) return
-        const used = scheduler.usage().gpus
-        for (const g of new Set([...gpus, ...used.keys()])) this.set({ gpu: String(g) }, (used.get(g) ?? 0) / UNIT)
+        for (const [g, used] of scheduler.usage().gpus) this.set({ gpu: String(g) }, used / UNIT)
       },
     })
     new Gauge({

@@ -108,7 +108,7 @@ t.test('capacity, GPUs and the outbox are read when scraped', async (t) => {
   const scheduler = new Scheduler([0, 1])
   let pending = 0
   let bytes = 0
-  m.observe({ scheduler, gpus: [0, 1], outbox: { pending: () => pending, bytes: () => bytes } })
+  m.observe({ scheduler, outbox: { pending: () => pending, bytes: () => bytes } })
   let s = await scrape(m)
   t.equal(sumOf(s, 'fgmachine_capacity_used_ratio'), 0)
   t.equal(sumOf(s, 'fgmachine_capacity_free_ratio'), 1)

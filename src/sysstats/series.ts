@@ -247,7 +247,6 @@ export class SystemSeries {
   /** Samples per point: the newest point takes samples until it holds this many. */
   #k = 1
   #buckets: Bucket[] = []
-  #cache: readonly SeriesPoint[] | undefined
   // Running totals over every sample ever added.
   #samples = 0
   #startMs: number | undefined
@@ -272,7 +271,6 @@ export class SystemSeries {
   add(sample: SystemSample): void {
     if (!sample || !usable(sample.t)) return
     if (this.#lastMs !== undefined && sample.t < this.#lastMs) return
-    this.#cache = undefined
 
     this.#samples += 1
     this.#startMs ??= sample.t
@@ -316,8 +314,7 @@ export class SystemSeries {
 
   /** The points, oldest first: at most maxPoints, each covering up to bucketSize samples. */
   get points(): readonly SeriesPoint[] {
-    this.#cache ??= Object.freeze(this.#buckets.map(toPoint))
-    return this.#cache
+    return Object.freeze(this.#buckets.map(toPoint))
   }
 
   /** Exact over every sample ever added, whatever the downsampling. */

@@ -29,7 +29,7 @@ async function appWith(metrics: Metrics | undefined, scheduler: Scheduler, token
 t.test('GET /metrics answers the Prometheus text format, read afresh at each scrape', async (t) => {
   const metrics = new Metrics()
   const scheduler = new Scheduler([0])
-  metrics.observe({ scheduler, gpus: [0] })
+  metrics.observe({ scheduler })
   const app = await appWith(metrics, scheduler)
   t.teardown(() => app.close())
 
