@@ -1,4 +1,4 @@
-import { performance } from 'node:perf_hooks'
+import { timed } from '../util/timed.js'
 import { noSuchImage, type ContainerClient } from './container-client.js'
 
 /**
@@ -25,19 +25,12 @@ export function timedClient(client: ContainerClient, observe: (op: string, secon
       const value = Reflect.get(target, prop, receiver) as unknown
       const op = typeof prop === 'string' ? TIMED[prop as keyof ContainerClient] : undefined
       if (!op || typeof value !== 'function') return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value
-      return async (...args: unknown[]) => {
-        const t0 = performance.now()
-        let failed: unknown
-        try {
-          return await (value as (...a: unknown[]) => Promise<unknown>).apply(target, args)
-        } catch (err) {
-          failed = err
-          throw err
-        } finally {
+      return (...args: unknown[]) =>
+        timed(
+          () => (value as (...a: unknown[]) => Promise<unknown>).apply(target, args),
           // A create for an image not on the host is how a pull begins (docker-runtime.ts), not a failure.
-          observe(op, (performance.now() - t0) / 1000, failed === undefined || (op === 'create' && noSuchImage(failed)))
-        }
-      }
+          (seconds, failed) => observe(op, seconds, failed === undefined || (op === 'create' && noSuchImage(failed))),
+        )
     },
   })
 }

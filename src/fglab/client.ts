@@ -1,6 +1,6 @@
-import { performance } from 'node:perf_hooks'
 import type { Readable } from 'node:stream'
 import { Agent, request, type Dispatcher } from 'undici'
+import { timed } from '../util/timed.js'
 
 /** A call to FGLab that did not succeed. */
 export class FglabError extends Error {
@@ -163,17 +163,13 @@ export class FglabClient {
 
   /** One request, timed and its failure told (`onRequest`); see #request. */
   async #call(call: FglabCall, method: Dispatcher.HttpMethod, path: string, body?: unknown, peekBytes?: number): Promise<unknown> {
-    const t0 = performance.now()
-    let failed: unknown
-    try {
-      return await this.#request(method, path, body, peekBytes)
-    } catch (err) {
-      failed = err
-      throw err
-    } finally {
-      // A file that changed while it was sent is not FGLab's failure: not told.
-      if (!(failed instanceof FglabError && failed.fileChanged)) this.#onRequest?.(call, (performance.now() - t0) / 1000, failed as FglabError | undefined)
-    }
+    return timed(
+      () => this.#request(method, path, body, peekBytes),
+      (seconds, failed) => {
+        // A file that changed while it was sent is not FGLab's failure: not told.
+        if (!(failed instanceof FglabError && failed.fileChanged)) this.#onRequest?.(call, seconds, failed as FglabError | undefined)
+      },
+    )
   }
 
   /** One request; its answer parsed as JSON (or text). With `peekBytes`, only that much of a 2xx answer is read, as text. */
