@@ -147,7 +147,7 @@ export interface ContainerClient {
   /** Whether the image is here, or else whether its registry would let it be pulled (with the credentials a pull would use). */
   imageStatus(image: string, opts?: Pick<EnsureImageOptions, 'onWarning'>): Promise<ImageStatus>
   create(spec: ContainerSpec): Promise<string>
-  /** Attach to the output before start, so that nothing written at once is missed. */
+  /** Attach to the output before start, so that nothing written at once is missed: each byte written from now on, once (nothing the container wrote before). */
   attach(id: string): Promise<ContainerOutput>
   /** Follow a running container's output from now on, after the last `tail` lines it already wrote. */
   follow(id: string, tail: number): Promise<ContainerOutput>

@@ -116,7 +116,10 @@ export class DockerContainerClient implements ContainerClient {
   async attach(id: string): Promise<ContainerOutput> {
     let raw: NodeJS.ReadableStream
     try {
-      raw = (await this.docker.getContainer(id).attach({ stream: true, stdout: true, stderr: true, logs: true })) as NodeJS.ReadableStream
+      // The stream alone, as `docker run` attaches: Docker wires it before it answers, so
+      // nothing written after the start is missed. Asking for the logs too (logs=1) replays
+      // the log file after that, and what the program wrote in between came twice.
+      raw = (await this.docker.getContainer(id).attach({ stream: true, stdout: true, stderr: true, logs: false })) as NodeJS.ReadableStream
     } catch (err) {
       throw dockerError('cannot attach to container', err)
     }

@@ -2,9 +2,10 @@ import { execFileSync } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
+import { DockerContainerClient } from '../../src/docker/docker-container-client.js'
 import { startHarness, type Harness } from '../helpers/harness.js'
 import { objectId } from '../helpers/ids.js'
-import { dockerAvailable, ensureBusyboxImage } from '../helpers/images.js'
+import { dockerAvailable, ensureBusyboxImage, testDockerHost } from '../helpers/images.js'
 
 if (!dockerAvailable()) throw new Error('integration tests need a Docker engine: run them through `bash .ci/run`, or start dockerd')
 const image = ensureBusyboxImage()
@@ -15,6 +16,24 @@ const GRACE_MS = 6000
 const kill = (h: Harness, id: string) => fetch(`${h.url}/experiments/${id}/kill`, { method: 'POST' })
 const started = (h: Harness, id: string) => h.fglab.waitFor(() => h.fglab.experiment(id).started === 1, 20_000, 'started')
 const stdout = (h: Harness, id: string) => h.machine.logHub.backlog(id).filter((c) => c.stream === 'stdout').map((c) => c.text).join('')
+
+t.test('the output stream gives each byte once: what the container wrote before it is not given again', async (t) => {
+  // FGMachine attaches before it starts a container. Asking Docker for the logs too
+  // (attach with logs=1) replays the log file after the stream is already wired, so
+  // output written between the start and that replay came twice (1 run in ~120 here).
+  // A container that ran once before makes the replay certain to hold something.
+  const client = new DockerContainerClient(testDockerHost())
+  const id = await client.create({ name: `fgmachine-attach-${objectId()}`, image, cmd: ['sh', '-c', 'echo out; echo err >&2'], env: [], labels: {}, binds: [] })
+  t.teardown(() => client.remove(id))
+  await client.start(id)
+  await client.wait(id)
+  const got = { stdout: '', stderr: '' }
+  const read = (await client.attach(id)).read((stream, data) => (got[stream] += data.toString()))
+  await client.start(id)
+  await client.wait(id)
+  await read
+  t.same(got, { stdout: 'out\n', stderr: 'err\n' }, 'the second run\'s output, once')
+})
 
 t.test('Kill: a program without a SIGTERM handler ends at once; with init off it waits out the grace', async (t) => {
   const h = await startHarness({
