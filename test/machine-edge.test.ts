@@ -10,6 +10,7 @@ import { FakeFglab } from './helpers/fake-fglab.js'
 import { LogSink, testConfig } from './helpers/harness.js'
 import { objectId } from './helpers/ids.js'
 import { CrashDisk, IMAGE } from './helpers/runner-rig.js'
+import { until } from './helpers/until.js'
 
 /**
  * The whole machine (createMachine, listening) without Docker: the fake engine,
@@ -53,14 +54,6 @@ async function machine(t: Test, disk: Disk = nodeDisk) {
     dataDir: path.join(dir, 'data'),
     capacity: () => call('GET', '/projects/p/capacity'),
     submit: (body: Record<string, unknown>) => call('POST', '/projects/p', body),
-  }
-}
-
-async function until(check: () => Promise<boolean> | boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 20))
   }
 }
 

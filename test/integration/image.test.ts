@@ -9,6 +9,7 @@ import { FakeFglab } from '../helpers/fake-fglab.js'
 import { objectId } from '../helpers/ids.js'
 import { dockerAvailable, ensureBusyboxImage, ensureNodeImage, testDockerSocket } from '../helpers/images.js'
 import { freePort } from '../helpers/ports.js'
+import { until } from '../helpers/until.js'
 
 if (!dockerAvailable()) throw new Error('integration tests need a Docker engine: run them through `bash .ci/run`, or start dockerd')
 const busybox = ensureBusyboxImage()
@@ -20,14 +21,6 @@ const RUN_LABEL = `fgmachine-test.run=${process.pid}`
 const dockerAsync = async (...args: string[]) => (await promisify(execFile)('docker', args, { encoding: 'utf8' })).stdout.trim()
 const docker = (...args: string[]) => execFileSync('docker', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 64 * 1024 * 1024 }).trim()
 
-
-async function until(check: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 200))
-  }
-}
 
 // The project's Dockerfile, built offline against a stand-in for node:24-slim. Its `npm ci`
 // reaches the registry through the host's network: the test engine's bridge has no NAT.
@@ -67,7 +60,7 @@ t.test('the image, run the seed\'s way, runs experiments as sibling containers w
     if (t.passing()) return
     console.error(docker('logs', cid))
   })
-  await until(async () => (await fetch(`${url}/health`).catch(() => undefined))?.ok === true, 30_000, 'FGMachine to answer')
+  await until(async () => (await fetch(`${url}/health`).catch(() => undefined))?.ok === true, 'FGMachine to answer', 30_000, 200)
   await fglab.waitFor(() => fglab.projects.size === 1, 20_000, 'registration')
   const machineId = [...fglab.machines.keys()][0]!
   t.ok(readdirSync(hostData).includes('specs.json'), 'specs.json lands in the data folder by default')
@@ -85,7 +78,7 @@ t.test('the image, run the seed\'s way, runs experiments as sibling containers w
     const res = await fetch(`${url}/projects/shared`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ acc: n, _id: id }) })
     t.equal(res.status, 200)
   }
-  await until(() => docker('ps', '-q', '--filter', `label=fgmachine.experiment=${ids[0]}`) !== '', 20_000, 'the sibling container')
+  await until(() => docker('ps', '-q', '--filter', `label=fgmachine.experiment=${ids[0]}`) !== '', 'the sibling container', 20_000, 200)
   const sibling = JSON.parse(docker('inspect', docker('ps', '-q', '--filter', `label=fgmachine.experiment=${ids[0]}`)))[0]
   t.same(sibling.HostConfig.Binds, [`${hostData}/results/${ids[0]}:/data/results/${ids[0]}`], 'the bind mount names the host\'s path')
   t.equal(sibling.Config.Labels['fgmachine.machine'], machineId)
@@ -97,7 +90,7 @@ t.test('the image, run the seed\'s way, runs experiments as sibling containers w
     t.same(e.fields._scores, { acc: n })
     t.equal(e.files.get('where.txt')?.data?.toString(), `seen at /data/results/${id}\n`, 'the experiment sees its results at the results path')
   }
-  await until(() => readdirSync(path.join(hostData, 'results')).length === 0, 10_000, 'results folders removed')
+  await until(() => readdirSync(path.join(hostData, 'results')).length === 0, 'results folders removed', 10_000, 200)
 
   // docker stop sends SIGTERM and waits 10 s before SIGKILL: FGMachine must be gone well before.
   await dockerAsync('stop', cid)

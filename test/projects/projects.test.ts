@@ -3,11 +3,11 @@ import { rename, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { Writable } from 'node:stream'
-import { setTimeout as delay } from 'node:timers/promises'
 import { pino } from 'pino'
 import t, { type Test } from 'tap'
 import { parseProjects, projectTemplate } from '../../src/projects/schema.js'
 import { ProjectStore, ProjectsFileError } from '../../src/projects/store.js'
+import { until } from '../helpers/until.js'
 
 const BASE = '/srv/fgmachine'
 const P1 = '5f1e2d3c4b5a69788796a5b1'
@@ -234,15 +234,6 @@ function tempFile(t: Test): string {
   return path.join(dir, 'projects.json')
 }
 
-async function until(check: () => boolean, timeoutMs = 5000): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs
-  while (!check()) {
-    if (Date.now() > deadline) return false
-    await delay(25)
-  }
-  return true
-}
-
 t.test('ProjectStore', async (t) => {
   t.test('reload of a good file', async (t) => {
     const file = tempFile(t)
@@ -406,7 +397,7 @@ t.test('ProjectStore', async (t) => {
     store.on('change', (raw) => changes.push(raw))
     await store.watch()
     await writeFile(file, JSON.stringify({ [P1]: local, [P2]: { ...local, capacity: 0.1 } }))
-    t.ok(await until(() => store.get(P2) !== undefined), 'the new project appears within 5 s')
+    await until(() => store.get(P2) !== undefined, 'the new project to appear', 5000)
     t.equal(store.get(P2)?.capacity, 0.1)
     t.ok(changes.some((raw) => P2 in raw), "'change' is emitted with the new file")
   })
@@ -421,7 +412,7 @@ t.test('ProjectStore', async (t) => {
     await store.watch()
     await writeFile(file + '.tmp', JSON.stringify({ [P2]: local }))
     await rename(file + '.tmp', file)
-    t.ok(await until(() => store.get(P2) !== undefined), 'the replaced file is loaded')
+    await until(() => store.get(P2) !== undefined, 'the replaced file to be loaded', 5000)
     t.equal(store.get(P1), undefined)
   })
 
@@ -433,6 +424,6 @@ t.test('ProjectStore', async (t) => {
     await store.reload()
     await store.watch()
     await writeFile(file, JSON.stringify({ [P1]: local }))
-    t.ok(await until(() => store.get(P1) !== undefined), 'the new file is loaded')
+    await until(() => store.get(P1) !== undefined, 'the new file to be loaded', 5000)
   })
 })

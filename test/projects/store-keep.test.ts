@@ -7,6 +7,7 @@ import { pino } from 'pino'
 import t, { type Test } from 'tap'
 import { ProjectStore, RELOAD_DEBOUNCE_MS } from '../../src/projects/store.js'
 import { LogSink } from '../helpers/harness.js'
+import { until } from '../helpers/until.js'
 
 const P1 = '5f1e2d3c4b5a69788796a5b1'
 const P2 = '5f1e2d3c4b5a69788796a5b2'
@@ -28,14 +29,6 @@ async function loaded(t: Test, debounceMs = RELOAD_DEBOUNCE_MS) {
   store.on('change', (raw) => changes.push(Object.keys(raw)))
   const kept = () => logs.lines.filter((l) => KEEPING.test(String(l.msg)))
   return { file, store, logs, changes, kept }
-}
-
-async function until(check: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await delay(20)
-  }
 }
 
 t.test('an emptied projects.json keeps the last good configuration, says so once, and {} means no projects', async (t) => {

@@ -6,6 +6,7 @@ import t, { type Test } from 'tap'
 import { DurableQueue } from '../../src/queue/durable-queue.js'
 import { nodeDisk, type Disk } from '../../src/util/disk.js'
 import { objectId } from '../helpers/ids.js'
+import { until } from '../helpers/until.js'
 
 type Line = Record<string, unknown> & { msg: string; level: number }
 type Item = { n: number; name?: string }
@@ -108,9 +109,11 @@ t.test('each item is logged before it is handled; the log goes once the key is d
   q.enqueue(id, { n: 1 })
   q.enqueue(id, { n: 2 })
   const file = path.join(r.dir, `${id}.jsonl`)
-  await new Promise((res) => setTimeout(res, 50))
-  const logged = readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>)
-  t.same(logged.map((l) => l.p), [1, 2], 'both on disk before either is done')
+  const lines = () => (existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter(Boolean) : [])
+  // Written in the background (batched, then flushed): on disk soon, while neither is done.
+  await until(() => lines().length === 2, 'both items on disk')
+  t.equal(r.handled.length, 0, 'neither is done yet')
+  t.same(lines().map((l) => (JSON.parse(l) as Record<string, unknown>).p), [1, 2], 'both on disk, in order, before either is done')
   release(r)
   t.equal(await q.drain(id), true)
   t.notOk(existsSync(file), 'the log is removed when its key is done')
@@ -181,7 +184,8 @@ t.test('close(): the item in flight and the rest stay queued (and logged) for th
   const id = objectId()
   q.enqueue(id, { n: 1 })
   q.enqueue(id, { n: 2 })
-  await new Promise((res) => setTimeout(res, 50))
+  const file = path.join(r.dir, `${id}.jsonl`)
+  await until(() => existsSync(file) && readFileSync(file, 'utf8').split('\n').filter(Boolean).length === 2, 'both items on disk')
   q.close()
   t.equal(await q.drain(id), false)
   t.equal(q.pending(id), 2)

@@ -8,19 +8,12 @@ import { CHART_FILE, SystemCharts, type WatchTarget } from '../../src/sysstats/c
 import { GpuReader, type Usage } from '../../src/sysstats/sources.js'
 import { nodeDisk } from '../../src/util/disk.js'
 import { TestClock } from '../helpers/test-clock.js'
+import { until } from '../helpers/until.js'
 
 const ID = '5f0c1e2d3a4b5c6d7e8f9012'
 const GIB = 1024 ** 3
 
 /** Resolves once `cond` holds, letting I/O and promises run meanwhile. */
-async function until(cond: () => boolean, what: string): Promise<void> {
-  const end = Date.now() + 5000
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 1))
-  }
-}
-
 function rig(t: Test, opts: { gpus?: GpuReader; clock?: TestClock } = {}) {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'fgm-charts-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
@@ -48,12 +41,12 @@ function rig(t: Test, opts: { gpus?: GpuReader; clock?: TestClock } = {}) {
   })
   /** Move time on by `ms` (the program keeps one core busy meanwhile) and wait for the reading it brings. */
   const step = async (ms: number) => {
-    await until(() => clock.pending === 1, 'the watch to wait for its next reading')
+    await until(() => clock.pending === 1, 'the watch to wait for its next reading', 5000, 1)
     const before = program.reads
     program.cpuNs += ms * 1e6
     program.memory += 0.1 * GIB
     clock.advance(ms)
-    await until(() => program.reads > before, 'a reading')
+    await until(() => program.reads > before, 'a reading', 5000, 1)
     await new Promise((r) => setTimeout(r, 5))
   }
   return { dir, stateDir, resultsDir, clock, make, program, target, step, stateFile: path.join(stateDir, `${ID}.system.json`) }
@@ -63,7 +56,7 @@ t.test('samples 1 s, 2 s and 4 s in, then every interval; at the end the chart a
   const r = rig(t)
   const charts = r.make()
   charts.watch(r.target())
-  await until(() => r.clock.pending === 1, 'the first wait')
+  await until(() => r.clock.pending === 1, 'the first wait', 5000, 1)
   t.same(r.clock.sleeps, [1000], 'the first reading a second in')
   await r.step(1000)
   await r.step(2000)
@@ -110,7 +103,7 @@ t.test('sampling stops by itself when the program no longer runs, and goes on th
   r.program.fail = false
   r.program.running = false
   await r.step(4000)
-  await until(() => r.clock.pending === 0, 'the watch to end')
+  await until(() => r.clock.pending === 0, 'the watch to end', 5000, 1)
   t.pass('no more readings once it ended')
   const fields = await charts.finish(ID, r.resultsDir)
   t.ok(fields.system_peak_memory, 'the reading before the failure counts')
@@ -125,10 +118,10 @@ t.test('a long run: the chart is written every chartEveryMs while it runs, the s
   await r.step(4000)
   t.notOk(existsSync(r.stateFile), 'nothing written down in the first 20 s')
   for (let i = 0; i < 4; i++) await r.step(5000)
-  await until(() => existsSync(r.stateFile), 'the samples written down')
+  await until(() => existsSync(r.stateFile), 'the samples written down', 5000, 1)
   t.notOk(existsSync(path.join(r.resultsDir, CHART_FILE)), 'no chart before a minute')
   for (let i = 0; i < 8; i++) await r.step(5000)
-  await until(() => existsSync(path.join(r.resultsDir, CHART_FILE)), 'the chart of a running experiment')
+  await until(() => existsSync(path.join(r.resultsDir, CHART_FILE)), 'the chart of a running experiment', 5000, 1)
   t.match(readFileSync(path.join(r.resultsDir, CHART_FILE), 'utf8'), /<svg/)
   await charts.close()
 })
@@ -220,7 +213,7 @@ t.test('a write that fails (disk full a moment) is said and sampling goes on; a 
   await r.step(4000) // the first save, refused
   await r.step(5000)
   await r.step(5000) // saved
-  await until(() => existsSync(r.stateFile), 'the samples written down after all')
+  await until(() => existsSync(r.stateFile), 'the samples written down after all', 5000, 1)
   t.notOk(existsSync(path.join(r.resultsDir, CHART_FILE)), 'chartEveryMs 0: no chart while it runs')
   // The program's reading never comes back (Docker wedged): the end goes on without it.
   let hang = false
@@ -228,7 +221,7 @@ t.test('a write that fails (disk full a moment) is said and sampling goes on; a 
   charts.watch(r.target({ source: () => (hang ? new Promise(() => {}) : source()) }))
   await r.step(1000)
   hang = true
-  await until(() => r.clock.pending === 1, 'the next wait')
+  await until(() => r.clock.pending === 1, 'the next wait', 5000, 1)
   r.clock.advance(2000)
   const t0 = Date.now()
   const alive = setTimeout(() => {}, 10_000) // the stop's own timer does not keep a process alive

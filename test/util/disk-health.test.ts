@@ -3,6 +3,7 @@ import os from 'node:os'
 import path from 'node:path'
 import t, { type Test } from 'tap'
 import { DISK_PROBE_EVERY_MS, DiskHealth, nodeDisk, type Disk } from '../../src/util/disk.js'
+import { until } from '../helpers/until.js'
 
 /** The real disk, except that while `failing` is set every write fails with that code. */
 function faultyDisk() {
@@ -28,14 +29,6 @@ function rig(t: Test, probeEveryMs = 20) {
   const health = new DiskHealth(disk, { dir, probeEveryMs, log })
   t.teardown(() => health.close())
   return { dir, health, state, said }
-}
-
-async function until(check: () => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + 5000
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 10))
-  }
 }
 
 t.test('a write refused for want of space, or of permission, is a refusal with its cause; other failures are not', async (t) => {
