@@ -53,7 +53,8 @@ async function rig(t: Test, opts: Partial<RegistrationOptions> & { port?: number
 
 t.test('every failure of the first registration is retried with capped backoff until FGLab registers the machine; each distinct one said once', async (t) => {
   const port = await freePort()
-  const r = await rig(t, { port, timeoutMs: 300 })
+  // Short enough for the scripted hang; long enough that no other answer times out on a loaded machine.
+  const r = await rig(t, { port, timeoutMs: 1500 })
   // What FGLab answers to each registration once it listens; then it answers as FGLab does.
   const script = ['500', '500', '500', '400', 'garbage', 'garbage', 'no id', 'bad id', 'hang', 'reset'] as const
   let n = 0

@@ -126,7 +126,10 @@ t.test('a slow pull tells its progress every few seconds: in the log at info, an
   t.equal((await h.submit('slow', { _id: id })).status, 200)
   await hold.reached
   // Halfway through its layers, the registry waits: the progress must be told meanwhile.
-  const midway = (l: Record<string, unknown>) => l.msg === 'pulling image' && l.image === img.ref && (l.percent as number) > 0 && (l.percent as number) < 100
+  // Docker learns a layer's size when that layer starts to come, so a line may name one
+  // layer's size before the other's is known: wait for one that has both (the whole size).
+  const midway = (l: Record<string, unknown>) =>
+    l.msg === 'pulling image' && l.image === img.ref && (l.percent as number) > 0 && (l.percent as number) < 100 && l.totalBytes === img.layerBytes
   await h.fglab.waitFor(() => h.logs.lines.some(midway), 20_000, 'progress in the log')
   const line = h.logs.lines.find(midway)!
   t.match(line, { level: 30, phase: 'downloading', layers: 2, totalBytes: img.layerBytes })

@@ -286,6 +286,8 @@ t.test('a file sent before a restart is not sent again; a changed one is', async
   writeFileSync(path.join(dir, 'a.txt'), 'one')
   writeFileSync(path.join(dir, 'b.txt'), 'one')
   await r.fglab.waitFor(() => r.fglab.experiment(id).files.size === 2, 5000, 'both sent')
+  // Crashed once the ledger has both: FGLab's answer to the last upload is not lost with it.
+  await r.fglab.waitFor(() => ['a.txt', 'b.txt'].every((f) => ledgerSays(r, id).includes(`"file:${f}"`)), 5000, 'both in the ledger')
   await m.crash()
   writeFileSync(path.join(dir, 'b.txt'), 'two, longer')
   await r.boot()
