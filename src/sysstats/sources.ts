@@ -34,8 +34,6 @@ async function pageSize(proc: string): Promise<number> {
   return pageBytes
 }
 
-/** The fields of /proc/<pid>/stat after the command name (which may hold spaces and parentheses). */
-
 /**
  * A local experiment's process tree: every process in its process group (it
  * is started as a group leader), from /proc. CPU is user + system time of the
