@@ -21,6 +21,9 @@ interface Rig {
   make(opts?: { maxBytes?: number; concurrency?: number; fail?: (key: string, v: Item) => boolean; disk?: Disk }): DurableQueue<Item>
 }
 
+/** The lines of a key's log on disk (none before it is made). */
+const logged = (file: string): string[] => (existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter(Boolean) : [])
+
 function rig(t: Test): Rig {
   const dir = mkdtempSync(path.join(tmpdir(), 'fgm-queue-'))
   const lines: Line[] = []
@@ -109,11 +112,10 @@ t.test('each item is logged before it is handled; the log goes once the key is d
   q.enqueue(id, { n: 1 })
   q.enqueue(id, { n: 2 })
   const file = path.join(r.dir, `${id}.jsonl`)
-  const lines = () => (existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter(Boolean) : [])
   // Written in the background (batched, then flushed): on disk soon, while neither is done.
-  await until(() => lines().length === 2, 'both items on disk')
+  await until(() => logged(file).length === 2, 'both items on disk')
   t.equal(r.handled.length, 0, 'neither is done yet')
-  t.same(lines().map((l) => (JSON.parse(l) as Record<string, unknown>).p), [1, 2], 'both on disk, in order, before either is done')
+  t.same(logged(file).map((l) => (JSON.parse(l) as Record<string, unknown>).p), [1, 2], 'both on disk, in order, before either is done')
   release(r)
   t.equal(await q.drain(id), true)
   t.notOk(existsSync(file), 'the log is removed when its key is done')
@@ -184,8 +186,7 @@ t.test('close(): the item in flight and the rest stay queued (and logged) for th
   const id = objectId()
   q.enqueue(id, { n: 1 })
   q.enqueue(id, { n: 2 })
-  const file = path.join(r.dir, `${id}.jsonl`)
-  await until(() => existsSync(file) && readFileSync(file, 'utf8').split('\n').filter(Boolean).length === 2, 'both items on disk')
+  await until(() => logged(path.join(r.dir, `${id}.jsonl`)).length === 2, 'both items on disk')
   q.close()
   t.equal(await q.drain(id), false)
   t.equal(q.pending(id), 2)
